@@ -1,0 +1,38 @@
+# pgraft — every target installs what it needs first, so each works on a fresh machine.
+#   make setup   install Python deps into .venv and build the Cython extensions
+#   make test    setup + the whole test suite (both the compiled and the pure-Python twins)
+#   make bench   micro benchmarks (compiled vs pure) -> benchmarks/results/
+#   make lint    ruff (+ mypy)
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: setup build test bench lint clean
+
+setup: $(VENV)/.stamp-deps build
+
+$(VENV)/.stamp-deps: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check "Cython>=3.0.10" "setuptools>=68" wheel
+	$(PY) -m pip install -q --disable-pip-version-check --no-build-isolation -e ".[test,dev]"
+	touch $@
+
+build: $(VENV)/.stamp-deps
+	$(PY) setup.py -q build_ext --inplace
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) benchmarks/micro.py --json benchmarks/results/micro.json --markdown benchmarks/results/micro.md
+	$(PY) -m pytest benchmarks --benchmark-enable --benchmark-only -q
+
+lint: setup
+	$(VENV)/bin/ruff check pgraft tests benchmarks
+	$(VENV)/bin/mypy pgraft
+
+clean:
+	rm -rf build dist *.egg-info pgraft/*.so pgraft/_core.c pgraft/_log.c

@@ -1,0 +1,51 @@
+"""pgraft: Raft consensus for PostgreSQL clusters.
+
+``pgraft.IMPLEMENTATION`` is ``"compiled"`` when the Cython hot paths are in use and
+``"pure"`` when the pure-Python twins are (extension missing, or ``PGRAFT_PUREPYTHON=1``).
+"""
+
+from ._impl import FALLBACK_REASON, IMPLEMENTATION
+from .errors import (
+    ConnectionFailed,
+    DecodeError,
+    InvalidArgument,
+    LeadershipTransferInProgress,
+    MembershipChangeInProgress,
+    NodeExists,
+    NotLeaderError,
+    Overloaded,
+    PayloadTooLarge,
+    PgraftError,
+    ProtocolError,
+    StorageCorrupted,
+    StorageError,
+    StorageFormatError,
+    Timeout,
+    Unavailable,
+    UnknownNode,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FALLBACK_REASON",
+    "IMPLEMENTATION",
+    "ConnectionFailed",
+    "DecodeError",
+    "InvalidArgument",
+    "LeadershipTransferInProgress",
+    "MembershipChangeInProgress",
+    "NodeExists",
+    "NotLeaderError",
+    "Overloaded",
+    "PayloadTooLarge",
+    "PgraftError",
+    "ProtocolError",
+    "StorageCorrupted",
+    "StorageError",
+    "StorageFormatError",
+    "Timeout",
+    "Unavailable",
+    "UnknownNode",
+    "__version__",
+]

@@ -1,0 +1,204 @@
+"""The one error hierarchy of pgraft (DESIGN rule 8).
+
+Every error carries a message that says what failed and why, a ``hint`` that says what to do,
+and the ``sqlstate`` the PostgreSQL layer raises it with. Errors cross the client protocol as
+``(code, message, details)`` and are rebuilt on the client side by :func:`from_wire`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class PgraftError(Exception):
+    """Base of every error pgraft raises on purpose."""
+
+    code: ClassVar[str] = "internal"
+    sqlstate: ClassVar[str] = "XX000"  # internal_error
+    default_hint: ClassVar[str] = ""
+
+    def __init__(self, message: str, *, hint: str | None = None, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint if hint is not None else self.default_hint
+        self.details = details
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, "hint": self.hint,
+                "details": self.details}
+
+
+class InvalidArgument(PgraftError, ValueError):
+    """A caller passed a value that can never be valid (bad id, address, port, size)."""
+
+    code = "invalid_argument"
+    sqlstate = "22023"  # invalid_parameter_value
+
+
+class PayloadTooLarge(InvalidArgument):
+    """A payload, key or value is larger than the configured limit."""
+
+    code = "payload_too_large"
+    sqlstate = "54000"  # program_limit_exceeded
+
+
+class NotLeaderError(PgraftError):
+    """A write or leader-only call reached a node that is not the leader."""
+
+    code = "not_leader"
+    sqlstate = "25006"  # read_only_sql_transaction: this node cannot accept writes
+
+    def __init__(self, message: str, *, node_id: int | None = None,
+                 leader_id: int | None = None, leader_address: str | None = None,
+                 hint: str | None = None) -> None:
+        if hint is None:
+            if leader_id:
+                hint = f"the leader is node {leader_id}"
+                if leader_address:
+                    hint += f" at {leader_address}"
+                hint += "; run the command there"
+            else:
+                hint = "no leader is known right now; retry once an election has finished"
+        super().__init__(message, hint=hint, node_id=node_id, leader_id=leader_id,
+                         leader_address=leader_address)
+        self.node_id = node_id
+        self.leader_id = leader_id
+        self.leader_address = leader_address
+
+
+class MembershipChangeInProgress(PgraftError):
+    """Another membership change has not committed yet; Raft allows one at a time."""
+
+    code = "membership_change_in_progress"
+    sqlstate = "55006"  # object_in_use
+    default_hint = "wait until the pending change has committed, then retry"
+
+
+class UnknownNode(PgraftError):
+    """The node id is not a member of the cluster."""
+
+    code = "unknown_node"
+    sqlstate = "42704"  # undefined_object
+    default_hint = "list the members with pgraft_get_nodes() / `pgraft nodes`"
+
+
+class NodeExists(PgraftError):
+    """The node id (or its address) is already a member, or was removed and cannot return."""
+
+    code = "node_exists"
+    sqlstate = "42710"  # duplicate_object
+    default_hint = "choose a node id that has never been used in this cluster"
+
+
+class LeadershipTransferInProgress(PgraftError):
+    """The leader is handing over leadership and does not accept proposals meanwhile."""
+
+    code = "transfer_in_progress"
+    sqlstate = "55006"
+    default_hint = "retry on the new leader in a moment"
+
+
+class Unavailable(PgraftError):
+    """The cluster cannot serve the call now: no leader, no quorum, or the node is stopping."""
+
+    code = "unavailable"
+    sqlstate = "57P03"  # cannot_connect_now
+    default_hint = "check that a majority of the nodes are running and can reach each other"
+
+
+class Timeout(PgraftError):
+    """The call did not complete in time; its outcome is unknown (it may still commit)."""
+
+    code = "timeout"
+    sqlstate = "57014"  # query_canceled
+    default_hint = ("the operation may still take effect; check the cluster status and retry "
+                    "with a larger timeout if the cluster is healthy")
+
+
+class Overloaded(PgraftError):
+    """A bounded queue is full (pending proposals, per-peer queue); back off and retry."""
+
+    code = "overloaded"
+    sqlstate = "53000"  # insufficient_resources
+    default_hint = "reduce the number of requests in flight and retry"
+
+
+class ConnectionFailed(Unavailable):
+    """The client could not reach the node (not running, wrong address, socket missing)."""
+
+    code = "connection_failed"
+    sqlstate = "08006"  # connection_failure
+    default_hint = "check that the pgraft node is running and listening on that address"
+
+
+class ProtocolError(PgraftError):
+    """A peer or client broke the wire protocol."""
+
+    code = "protocol_error"
+    sqlstate = "08P01"  # protocol_violation
+
+
+class DecodeError(ProtocolError, ValueError):
+    """Bytes that are not a valid pgraft frame: truncated, oversized or inconsistent."""
+
+    code = "decode_error"
+
+
+class StorageError(PgraftError):
+    """The data directory cannot be used (I/O error, locked, wrong node id)."""
+
+    code = "storage_error"
+    sqlstate = "58030"  # io_error
+
+
+class StorageCorrupted(StorageError):
+    """A record or file failed verification somewhere other than a torn tail."""
+
+    code = "storage_corrupted"
+    sqlstate = "XX001"  # data_corrupted
+    default_hint = ("the data directory is damaged; restore this node from a healthy peer "
+                    "(remove it from the cluster, wipe its data directory, add it again)")
+
+    def __init__(self, message: str, *, path: str | None = None, offset: int | None = None,
+                 hint: str | None = None) -> None:
+        super().__init__(message, hint=hint, path=path, offset=offset)
+        self.path = path
+        self.offset = offset
+
+
+class StorageFormatError(StorageError):
+    """A file is of another format or version than this pgraft understands."""
+
+    code = "storage_format"
+    sqlstate = "XX001"
+    default_hint = "point the node at its own data directory, or at an empty one"
+
+
+_BY_CODE: dict[str, type[PgraftError]] = {}
+
+
+def _register(cls: type[PgraftError]) -> None:
+    _BY_CODE[cls.code] = cls
+    for sub in cls.__subclasses__():
+        _register(sub)
+
+
+_register(PgraftError)
+
+
+def from_wire(payload: dict[str, Any]) -> PgraftError:
+    """Rebuild an error sent by a node (see :meth:`PgraftError.to_wire`)."""
+    cls = _BY_CODE.get(str(payload.get("code")), PgraftError)
+    message = str(payload.get("message", "unknown error"))
+    hint = payload.get("hint")
+    details = dict(payload.get("details") or {})
+    if cls is NotLeaderError:
+        return NotLeaderError(message, hint=hint, node_id=details.get("node_id"),
+                              leader_id=details.get("leader_id"),
+                              leader_address=details.get("leader_address"))
+    if cls is StorageCorrupted:
+        return StorageCorrupted(message, hint=hint, path=details.get("path"),
+                                offset=details.get("offset"))
+    err = cls.__new__(cls)
+    PgraftError.__init__(err, message, hint=hint, **details)
+    return err
