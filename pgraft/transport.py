@@ -1,0 +1,586 @@
+"""Peer connections, the TCP listener and the Unix socket server of one node.
+
+Wire format and handshake: ``docs/protocol.md``. Every node dials every peer it knows (one
+outbound connection per peer, used only for writing RAFT frames); inbound connections are
+read-only for peers and request/response for clients. The TCP port serves both peers and
+clients (the first CONTROL frame tells them apart); ``<data_dir>/node.sock`` serves clients.
+
+Bounds (DESIGN rule 7): every frame is capped by ``max_frame``; each peer has a queue bounded in
+frames and bytes, and the oldest frames are dropped when it is full — a dead or slow peer costs
+bounded memory, and Raft retransmits whatever was lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import socket
+from collections import deque
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+from ._impl import core
+from .errors import DecodeError, PgraftError, ProtocolError, StorageError
+from .metrics import Metrics
+
+log = logging.getLogger("pgraft.transport")
+
+PROTOCOL_VERSION = 1
+SOCKET_NAME = "node.sock"
+#: Longest Unix socket path the kernel accepts (sun_path is 108 bytes with the NUL).
+MAX_UNIX_PATH = 107
+
+_Message = Any  # pgraft._impl.core.Message
+
+
+class MessageSink(Protocol):
+    """What the transport delivers peer traffic to (the Node)."""
+
+    def receive_messages(self, messages: list[_Message]) -> None: ...
+
+    def report_unreachable(self, peer_id: int) -> None: ...
+
+
+class ClientHandler(Protocol):
+    """What the transport hands client requests to (pgraft.server.Server)."""
+
+    def handle_request(self, conn: ClientConnection, request: Any) -> None: ...
+
+    def connection_closed(self, conn: ClientConnection) -> None: ...
+
+
+def _set_nodelay(transport: asyncio.BaseTransport) -> None:
+    sock = transport.get_extra_info("socket")
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+
+
+def _describe(transport: asyncio.BaseTransport) -> str:
+    peer = transport.get_extra_info("peername")
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return "unix socket"
+
+
+# ----------------------------------------------------------------------------- clients
+class ClientConnection:
+    """One client connection: responses are CONTROL frames, coalesced into one write per
+    event-loop iteration."""
+
+    __slots__ = ("_transport", "_out", "_scheduled", "_loop", "closed", "peer", "tasks")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._out: list[bytes] = []
+        self._scheduled = False
+        self.closed = False
+        self.peer = _describe(transport)
+        self.tasks: set[asyncio.Task[Any]] = set()
+
+    def send(self, obj: Any) -> None:
+        if self.closed:
+            return
+        self._out.append(core.encode_control(obj))
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        if self.closed or not self._out:
+            self._out.clear()
+            return
+        out = self._out
+        self._out = []
+        if len(out) == 1:
+            self._transport.write(out[0])
+        else:
+            self._transport.writelines(out)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._flush()
+            self.closed = True
+            self._transport.close()
+
+
+# ---------------------------------------------------------------------------- inbound
+class _Inbound(asyncio.Protocol):
+    """A connection accepted on the TCP port or the Unix socket."""
+
+    def __init__(self, owner: Transport, allow_peers: bool) -> None:
+        self._owner = owner
+        self._allow_peers = allow_peers
+        self._transport: asyncio.Transport | None = None
+        self._decoder = core.FrameDecoder(owner.max_frame)
+        self._mode: str | None = None  # None until the hello, then "peer" or "client"
+        self._peer_id = 0
+        self._client: ClientConnection | None = None
+        self._where = "?"
+        self._dropped = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        self._where = _describe(transport)
+        _set_nodelay(transport)
+        self._owner._inbound.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self._dropped:
+            return
+        owner = self._owner
+        try:
+            items = self._decoder.feed(data)
+        except DecodeError as exc:
+            self._drop(f"malformed frame: {exc.message}")
+            return
+        if not items:
+            return
+        mode = self._mode
+        if mode == "peer":
+            owner.metrics.bytes_received += len(data)
+            for item in items:
+                if not isinstance(item, core.Message):
+                    self._drop("CONTROL frame after a peer handshake")
+                    return
+                if item.src != self._peer_id or item.dst != owner.node_id:
+                    self._drop(f"message from {item.src} to {item.dst} on the connection of "
+                               f"peer {self._peer_id}")
+                    return
+            owner.metrics.messages_received += len(items)
+            owner.sink.receive_messages(items)
+            return
+        if mode == "client":
+            self._requests(items)
+            return
+        first = items[0]
+        if not self._hello(first):
+            return
+        if len(items) > 1:
+            rest = items[1:]
+            if self._mode == "client":
+                self._requests(rest)
+            else:
+                for item in rest:
+                    if not isinstance(item, core.Message):
+                        self._drop("CONTROL frame after a peer handshake")
+                        return
+                owner.metrics.messages_received += len(rest)
+                owner.sink.receive_messages(rest)
+
+    def _hello(self, item: Any) -> bool:
+        owner = self._owner
+        transport = self._transport
+        assert transport is not None
+        if not isinstance(item, dict) or "hello" not in item:
+            self._refuse("the first frame must be a CONTROL hello (docs/protocol.md)")
+            return False
+        if item.get("version") != PROTOCOL_VERSION:
+            self._refuse(f"unsupported protocol version {item.get('version')!r}; this node "
+                         f"speaks version {PROTOCOL_VERSION}")
+            return False
+        kind = item.get("hello")
+        if kind == "peer":
+            peer_id = item.get("node_id")
+            if not self._allow_peers:
+                self._refuse("peers connect over TCP, not the Unix socket")
+                return False
+            if isinstance(peer_id, bool) or not isinstance(peer_id, int) or peer_id <= 0:
+                self._refuse(f"invalid peer node_id {peer_id!r}")
+                return False
+            if peer_id == owner.node_id:
+                self._refuse(f"peer claims this node's own id {peer_id}")
+                return False
+            self._mode = "peer"
+            self._peer_id = peer_id
+            transport.write(core.encode_control(
+                {"hello": "ok", "node_id": owner.node_id, "version": PROTOCOL_VERSION}))
+            log.debug("inbound peer %d connected from %s", peer_id, self._where)
+            return True
+        if kind == "client":
+            self._mode = "client"
+            self._client = ClientConnection(transport, owner.loop)
+            owner.metrics.client_connections += 1
+            transport.write(core.encode_control(
+                {"hello": "ok", "node_id": owner.node_id, "version": PROTOCOL_VERSION}))
+            return True
+        self._refuse(f"unknown hello kind {kind!r}")
+        return False
+
+    def _requests(self, items: list[Any]) -> None:
+        client = self._client
+        assert client is not None
+        handler = self._owner.client_handler
+        for item in items:
+            if not isinstance(item, dict):
+                self._drop("a client request must be a CONTROL map")
+                return
+            handler.handle_request(client, item)
+
+    def _refuse(self, reason: str) -> None:
+        transport = self._transport
+        assert transport is not None
+        err = ProtocolError(reason, hint="connect with a pgraft client or node of the same "
+                                         "version")
+        log.warning("refused connection from %s: %s", self._where, reason)
+        self._owner.metrics.frames_rejected += 1
+        transport.write(core.encode_control({"hello": "error", "error": err.to_wire()}))
+        self._dropped = True
+        transport.close()
+
+    def _drop(self, reason: str) -> None:
+        transport = self._transport
+        assert transport is not None
+        who = f"peer {self._peer_id}" if self._mode == "peer" else (
+            "client" if self._mode == "client" else "connection")
+        log.warning("dropped %s from %s: %s", who, self._where, reason)
+        self._owner.metrics.frames_rejected += 1
+        self._dropped = True
+        transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._owner._inbound.discard(self)
+        if not self._dropped and self._decoder.pending_bytes:
+            who = f"peer {self._peer_id}" if self._mode == "peer" else (
+                "client" if self._mode == "client" else "connection")
+            log.warning("%s from %s closed in the middle of a frame (%d bytes discarded)",
+                        who, self._where, self._decoder.pending_bytes)
+            self._owner.metrics.frames_rejected += 1
+        if self._client is not None:
+            self._client.closed = True
+            self._owner.client_handler.connection_closed(self._client)
+            self._client = None
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+
+# --------------------------------------------------------------------------- outbound
+class _Outbound(asyncio.Protocol):
+    """The dialling side of a peer connection: it sends the hello, waits for ``ok``, then only
+    writes."""
+
+    def __init__(self, link: PeerLink) -> None:
+        self._link = link
+        self._decoder = core.FrameDecoder(link.owner.max_frame)
+        self.transport: asyncio.Transport | None = None
+        loop = link.owner.loop
+        self.hello: asyncio.Future[Any] = loop.create_future()
+        self.closed: asyncio.Future[Exception | None] = loop.create_future()
+        self.paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        _set_nodelay(transport)
+        transport.set_write_buffer_limits(high=self._link.owner.max_write_buffer)
+        transport.write(core.encode_control(
+            {"hello": "peer", "node_id": self._link.owner.node_id, "version": PROTOCOL_VERSION}))
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            items = self._decoder.feed(data)
+        except DecodeError as exc:
+            self._fail(ProtocolError(f"malformed frame from peer: {exc.message}"))
+            return
+        for item in items:
+            if not self.hello.done():
+                self.hello.set_result(item)
+            else:
+                self._fail(ProtocolError("unexpected frame on an outbound peer connection"))
+                return
+
+    def _fail(self, exc: Exception) -> None:
+        if not self.hello.done():
+            self.hello.set_exception(exc)
+        if self.transport is not None:
+            self.transport.abort()
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        self._link.flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.hello.done():
+            self.hello.set_exception(exc or ConnectionResetError("connection closed"))
+        if not self.closed.done():
+            self.closed.set_result(exc)
+
+
+class PeerLink:
+    """The one outbound connection to a peer, with reconnect + exponential backoff with jitter
+    and a bounded queue of encoded frames."""
+
+    def __init__(self, owner: Transport, peer_id: int, address: str, port: int) -> None:
+        self.owner = owner
+        self.peer_id = peer_id
+        self.address = address
+        self.port = port
+        self.queue: deque[bytes] = deque()
+        self.queued_bytes = 0
+        self.dropped = 0
+        self.connected = False
+        self._proto: _Outbound | None = None
+        self._closing = False
+        self._wake = asyncio.Event()
+        self._reported_failure = False
+        self._task = owner.loop.create_task(self._run(), name=f"pgraft-peer-{peer_id}")
+
+    @property
+    def endpoint(self) -> str:
+        return f"[{self.address}]:{self.port}" if ":" in self.address else \
+            f"{self.address}:{self.port}"
+
+    def enqueue(self, frame: bytes) -> None:
+        owner = self.owner
+        self.queue.append(frame)
+        self.queued_bytes += len(frame)
+        while len(self.queue) > 1 and (len(self.queue) > owner.max_queue_frames
+                                       or self.queued_bytes > owner.max_queue_bytes):
+            old = self.queue.popleft()
+            self.queued_bytes -= len(old)
+            self.dropped += 1
+            owner.metrics.messages_dropped += 1
+
+    def flush(self) -> None:
+        proto = self._proto
+        if not self.connected or proto is None or proto.paused or not self.queue:
+            return
+        transport = proto.transport
+        assert transport is not None
+        queue = self.queue
+        self.owner.metrics.bytes_sent += self.queued_bytes
+        if len(queue) == 1:
+            transport.write(queue[0])
+        else:
+            transport.writelines(queue)
+        queue.clear()
+        self.queued_bytes = 0
+
+    def update_address(self, address: str, port: int) -> None:
+        if (address, port) != (self.address, self.port):
+            self.address, self.port = address, port
+            if self._proto is not None and self._proto.transport is not None:
+                self._proto.transport.abort()
+
+    async def _run(self) -> None:
+        owner = self.owner
+        loop = owner.loop
+        attempt = 0
+        while not self._closing:
+            proto: _Outbound | None = None
+            try:
+                _, proto = await asyncio.wait_for(
+                    loop.create_connection(lambda: _Outbound(self), self.address, self.port),
+                    owner.connect_timeout)
+                reply = await asyncio.wait_for(proto.hello, owner.connect_timeout)
+                if not isinstance(reply, dict) or reply.get("hello") != "ok":
+                    reason = reply.get("error", {}).get("message") if isinstance(
+                        reply, dict) else reply
+                    raise ProtocolError(f"handshake refused: {reason}")
+                if reply.get("node_id") != self.peer_id:
+                    raise ProtocolError(f"{self.endpoint} is node {reply.get('node_id')}, "
+                                        f"not node {self.peer_id}")
+            except asyncio.CancelledError:
+                if proto is not None and proto.transport is not None:
+                    proto.transport.abort()
+                raise
+            except (OSError, asyncio.TimeoutError, PgraftError, ConnectionError) as exc:
+                if proto is not None and proto.transport is not None:
+                    proto.transport.abort()
+                if not self._reported_failure:
+                    self._reported_failure = True
+                    log.info("peer %d at %s unreachable: %s", self.peer_id, self.endpoint,
+                             exc or type(exc).__name__)
+                attempt += 1
+                await self._backoff(attempt)
+                continue
+            attempt = 0
+            self._reported_failure = False
+            self._proto = proto
+            self.connected = True
+            owner.metrics.peer_connects += 1
+            log.info("connected to peer %d at %s", self.peer_id, self.endpoint)
+            self.flush()
+            try:
+                exc2 = await proto.closed
+            except asyncio.CancelledError:
+                if proto.transport is not None:
+                    proto.transport.abort()
+                self.connected = False
+                raise
+            self.connected = False
+            self._proto = None
+            owner.metrics.peer_disconnects += 1
+            if not self._closing:
+                log.info("disconnected from peer %d at %s%s", self.peer_id, self.endpoint,
+                         f": {exc2}" if exc2 else "")
+                owner.sink.report_unreachable(self.peer_id)
+                attempt = 1
+                await self._backoff(attempt)
+
+    async def _backoff(self, attempt: int) -> None:
+        owner = self.owner
+        delay = min(owner.backoff_max, owner.backoff_base * (2 ** min(attempt - 1, 16)))
+        delay *= random.uniform(0.5, 1.0)
+        self._wake.clear()
+        try:
+            await asyncio.wait_for(self._wake.wait(), delay)
+        except asyncio.TimeoutError:
+            pass
+
+    def kick(self) -> None:
+        """Retry a connection now instead of waiting out the backoff."""
+        self._wake.set()
+
+    async def close(self) -> None:
+        self._closing = True
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
+        proto = self._proto
+        if proto is not None and proto.transport is not None:
+            proto.transport.abort()
+        self.connected = False
+        self.queue.clear()
+        self.queued_bytes = 0
+
+
+# --------------------------------------------------------------------------- transport
+class Transport:
+    """Listener, Unix socket and peer links of one node."""
+
+    def __init__(self, node_id: int, host: str, port: int, sink: MessageSink,
+                 client_handler: ClientHandler, metrics: Metrics, *,
+                 unix_path: str | None = None, max_frame: int = 64 * 1024 * 1024,
+                 max_queue_frames: int = 4096, max_queue_bytes: int = 64 * 1024 * 1024,
+                 max_write_buffer: int = 4 * 1024 * 1024, connect_timeout: float = 2.0,
+                 backoff_base: float = 0.02, backoff_max: float = 1.0,
+                 loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.node_id = node_id
+        self.host = host
+        self.port = port
+        self.sink = sink
+        self.client_handler = client_handler
+        self.metrics = metrics
+        self.unix_path = unix_path
+        self.max_frame = max_frame
+        self.max_queue_frames = max_queue_frames
+        self.max_queue_bytes = max_queue_bytes
+        self.max_write_buffer = max_write_buffer
+        self.connect_timeout = connect_timeout
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.loop = loop or asyncio.get_running_loop()
+        self.links: dict[int, PeerLink] = {}
+        self._inbound: set[_Inbound] = set()
+        self._servers: list[asyncio.AbstractServer] = []
+        self._encode = core.encode_message
+
+    async def start(self) -> None:
+        loop = self.loop
+        server = await loop.create_server(lambda: _Inbound(self, True), self.host, self.port,
+                                          reuse_address=True, backlog=1024)
+        self._servers.append(server)
+        if self.port == 0:
+            self.port = server.sockets[0].getsockname()[1]
+        if self.unix_path is not None:
+            path = self.unix_path
+            if len(os.fsencode(path)) > MAX_UNIX_PATH:
+                raise StorageError(f"Unix socket path {path} is longer than {MAX_UNIX_PATH} "
+                                   "bytes", hint="use a shorter data directory path")
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            old = os.umask(0o177)
+            try:
+                sock.bind(path)
+            finally:
+                os.umask(old)
+            os.chmod(path, 0o600)
+            sock.listen(1024)
+            sock.setblocking(False)
+            userver = await loop.create_unix_server(lambda: _Inbound(self, False), sock=sock)
+            self._servers.append(userver)
+
+    # ---------------------------------------------------------------- peers
+    def set_peers(self, peers: dict[int, tuple[str, int]]) -> None:
+        """Dial exactly ``peers`` (id -> (address, port)); this node's own id is skipped."""
+        for peer_id in list(self.links):
+            if peer_id not in peers:
+                link = self.links.pop(peer_id)
+                self.loop.create_task(link.close())
+        for peer_id, (address, port) in peers.items():
+            if peer_id == self.node_id:
+                continue
+            link = self.links.get(peer_id)
+            if link is None:
+                self.links[peer_id] = PeerLink(self, peer_id, address, port)
+            else:
+                link.update_address(address, port)
+
+    def send(self, messages: Iterable[_Message]) -> None:
+        """Queue ``messages`` on their peers' links and write them out (one write per peer)."""
+        links = self.links
+        touched: list[PeerLink] = []
+        encode = self._encode
+        metrics = self.metrics
+        for msg in messages:
+            link = links.get(msg.dst)
+            if link is None:
+                metrics.messages_dropped += 1
+                continue
+            frame = encode(msg)
+            if len(frame) - 4 > self.max_frame:
+                log.error("dropped a %d-byte message to peer %d: over the frame cap of %d",
+                          len(frame), msg.dst, self.max_frame)
+                metrics.messages_dropped += 1
+                continue
+            if not link.queue:
+                touched.append(link)
+            link.enqueue(frame)
+            metrics.messages_sent += 1
+        for link in touched:
+            link.flush()
+
+    def peer_connected(self, peer_id: int) -> bool:
+        link = self.links.get(peer_id)
+        return link is not None and link.connected
+
+    # -------------------------------------------------------------- shutdown
+    async def close(self) -> None:
+        for server in self._servers:
+            server.close()
+        for conn in list(self._inbound):
+            conn.abort()
+        links = list(self.links.values())
+        self.links.clear()
+        for link in links:
+            await link.close()
+        for server in self._servers:
+            try:
+                await asyncio.wait_for(server.wait_closed(), 1.0)
+            except asyncio.TimeoutError:
+                pass
+        self._servers.clear()
+        if self.unix_path is not None:
+            try:
+                os.unlink(self.unix_path)
+            except FileNotFoundError:
+                pass
+
