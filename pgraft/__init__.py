@@ -49,3 +49,7 @@ __all__ = [
     "UnknownNode",
     "__version__",
 ]
+
+from .client import AsyncClient, Client, Node, connect  # noqa: E402
+
+__all__ += ["AsyncClient", "Client", "Node", "connect"]
