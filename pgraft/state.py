@@ -1,0 +1,178 @@
+"""The applied state of a node: what committed entries build.
+
+- the **membership view** (node id -> address, port, role), replaced whenever a membership
+  change entry is applied (the Raft core decides what the membership is; this is the copy that
+  clients read);
+- the **KV store** (``kv_put``/``kv_delete`` commands carried by normal entries);
+- the **applied index** (and its term).
+
+Normal entries carry a one-byte tag then a body, so that user payloads (``append``) and KV
+commands share the log without ambiguity; an empty entry is a leader's no-op:
+
+====  =============================  ==========================================
+tag   body                           apply result
+====  =============================  ==========================================
+0x00  the user's ``append`` payload  the entry's index
+0x01  msgpack ``["put", key, value]``  ``True``
+0x01  msgpack ``["del", key]``         ``True`` if the key existed
+====  =============================  ==========================================
+
+``snapshot()``/``restore()`` serialize the whole state (for the snapshot layer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from .errors import StorageCorrupted
+
+TAG_APPEND = 0
+TAG_KV = 1
+_APPEND_PREFIX = b"\x00"
+_KV_PREFIX = b"\x01"
+
+VOTER = "voter"
+LEARNER = "learner"
+
+SNAPSHOT_FORMAT = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    node_id: int
+    address: str
+    port: int
+    role: str  # VOTER or LEARNER
+
+    def endpoint(self) -> str:
+        return f"[{self.address}]:{self.port}" if ":" in self.address else \
+            f"{self.address}:{self.port}"
+
+    def to_wire(self, leader_id: int) -> dict[str, Any]:
+        return {"node_id": self.node_id, "address": self.address, "port": self.port,
+                "role": self.role, "is_leader": self.node_id == leader_id}
+
+
+# ------------------------------------------------------------------ command encoding
+def encode_append(payload: bytes) -> bytes:
+    """The entry data of a user ``append``."""
+    return _APPEND_PREFIX + payload
+
+
+def encode_kv_put(key: str, value: str) -> bytes:
+    return _KV_PREFIX + msgpack.packb(("put", key, value), use_bin_type=True)
+
+
+def encode_kv_delete(key: str) -> bytes:
+    return _KV_PREFIX + msgpack.packb(("del", key), use_bin_type=True)
+
+
+def describe_entry_data(data: bytes | memoryview) -> tuple[str, bytes]:
+    """``(kind, user-visible bytes)`` of a normal entry's data: kind is ``"noop"``,
+    ``"append"``, ``"kv"`` or ``"unknown"``. For ``append`` the bytes are the user's payload."""
+    raw = bytes(data)
+    if not raw:
+        return "noop", b""
+    tag = raw[0]
+    if tag == TAG_APPEND:
+        return "append", raw[1:]
+    if tag == TAG_KV:
+        return "kv", raw[1:]
+    return "unknown", raw
+
+
+# --------------------------------------------------------------------- applied state
+class AppliedState:
+    """What the applied prefix of the log has built on this node."""
+
+    def __init__(self) -> None:
+        self.applied_index = 0
+        self.applied_term = 0
+        self.kv: dict[str, str] = {}
+        self.members: dict[int, Member] = {}
+        self.membership_index = 0  # index of the last applied membership change
+
+    # ---------------------------------------------------------------- apply
+    def apply_normal(self, index: int, term: int, data: bytes | memoryview) -> Any:
+        """Apply one normal entry; returns its result (see the module table)."""
+        self.applied_index = index
+        self.applied_term = term
+        if not data:
+            return None
+        tag = data[0]
+        if tag == TAG_APPEND:
+            return index
+        if tag == TAG_KV:
+            try:
+                cmd = msgpack.unpackb(data[1:], raw=False, use_list=True)
+                op = cmd[0]
+                if op == "put":
+                    self.kv[cmd[1]] = cmd[2]
+                    return True
+                if op == "del":
+                    return self.kv.pop(cmd[1], None) is not None
+            except (ValueError, TypeError, IndexError, msgpack.UnpackException) as exc:
+                raise StorageCorrupted(f"committed entry {index} holds an undecodable KV "
+                                       f"command: {exc}") from None
+            raise StorageCorrupted(f"committed entry {index} holds an unknown KV command "
+                                   f"{op!r}")
+        # An entry with an unknown tag is applied as a no-op: it is someone else's format,
+        # and refusing it would stop this node forever.
+        return None
+
+    def set_membership(self, index: int, term: int, members: Iterable[Member]) -> None:
+        """Replace the membership view after applying a membership change at ``index``."""
+        self.members = {m.node_id: m for m in members}
+        self.membership_index = index
+        if index > self.applied_index:
+            self.applied_index = index
+            self.applied_term = term
+
+    def mark_applied(self, index: int, term: int) -> None:
+        if index > self.applied_index:
+            self.applied_index = index
+            self.applied_term = term
+
+    # ---------------------------------------------------------------- reads
+    def member_list(self, leader_id: int) -> list[dict[str, Any]]:
+        return [self.members[k].to_wire(leader_id) for k in sorted(self.members)]
+
+    def address_book(self) -> dict[int, tuple[str, int]]:
+        return {m.node_id: (m.address, m.port) for m in self.members.values()}
+
+    # ---------------------------------------------------------------- snapshot
+    def snapshot(self) -> bytes:
+        """The whole applied state as bytes (restored by :meth:`restore`)."""
+        return msgpack.packb({
+            "format": SNAPSHOT_FORMAT,
+            "applied_index": self.applied_index,
+            "applied_term": self.applied_term,
+            "membership_index": self.membership_index,
+            "members": [[m.node_id, m.address, m.port, m.role]
+                        for m in self.members.values()],
+            "kv": self.kv,
+        }, use_bin_type=True)
+
+    def restore(self, data: bytes | memoryview) -> None:
+        """Replace the whole state with a :meth:`snapshot`."""
+        try:
+            obj = msgpack.unpackb(bytes(data), raw=False, strict_map_key=False)
+            if obj.get("format") != SNAPSHOT_FORMAT:
+                raise ValueError(f"unknown snapshot format {obj.get('format')!r}")
+            members = [Member(int(i), str(a), int(p), str(r)) for i, a, p, r in obj["members"]]
+            kv = {str(k): str(v) for k, v in obj["kv"].items()}
+            applied_index = int(obj["applied_index"])
+            applied_term = int(obj["applied_term"])
+            membership_index = int(obj["membership_index"])
+        except (ValueError, TypeError, KeyError, AttributeError,
+                msgpack.UnpackException) as exc:
+            raise StorageCorrupted(f"state snapshot cannot be decoded: {exc}") from None
+        self.members = {m.node_id: m for m in members}
+        self.kv = kv
+        self.applied_index = applied_index
+        self.applied_term = applied_term
+        self.membership_index = membership_index
