@@ -491,8 +491,8 @@ def _decode_control(body: memoryview) -> Any:
     try:
         return msgpack.unpackb(body, raw=False, strict_map_key=False)
     except Exception as exc:
-        raise DecodeError(f"bad msgpack in CONTROL body: {type(exc).__name__}: {exc}",
-                          offset=0) from None
+        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        raise DecodeError(f"bad msgpack in CONTROL body: {reason}", offset=0) from None
 
 
 def _frame_error(frame_at: int, exc: DecodeError) -> DecodeError:
