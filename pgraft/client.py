@@ -497,6 +497,7 @@ class AsyncClient:
         self._failure = failure
         if not self._hello.done():
             self._hello.set_exception(failure())
+            self._hello.exception()  # whoever awaits it still gets it; nobody else must
         pending, self._pending = self._pending, {}
         for fut in pending.values():
             if not fut.done():
@@ -618,6 +619,13 @@ class AsyncClient:
     async def leader_address(self, *, timeout: float | None = None) -> str | None:
         """``"host:port"`` of the leader this node knows of, or None."""
         return (await self._leader(timeout)).get("address") or None
+
+    async def leader_info(self, *, timeout: float | None = None) -> dict[str, Any]:
+        """``{"leader_id": int or None, "address": "host:port" or None}`` in one call."""
+        leader = await self._leader(timeout)
+        leader_id = leader.get("leader_id")
+        return {"leader_id": int(leader_id) if leader_id else None,
+                "address": leader.get("address") or None}
 
     async def get_term(self, *, timeout: float | None = None) -> int:
         """This node's current Raft term."""
@@ -820,6 +828,10 @@ class Client:
     def leader_address(self, *, timeout: float | None = None) -> str | None:
         """See :meth:`AsyncClient.leader_address`."""
         return self._run(lambda: self._c().leader_address(timeout=timeout), timeout)
+
+    def leader_info(self, *, timeout: float | None = None) -> dict[str, Any]:
+        """See :meth:`AsyncClient.leader_info`."""
+        return self._run(lambda: self._c().leader_info(timeout=timeout), timeout)
 
     def get_term(self, *, timeout: float | None = None) -> int:
         """See :meth:`AsyncClient.get_term`."""

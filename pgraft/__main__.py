@@ -1,0 +1,8 @@
+"""``python -m pgraft``: the ``pgraft`` command (see :mod:`pgraft.cli`)."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
