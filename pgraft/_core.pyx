@@ -440,28 +440,53 @@ cdef inline object _lookup(object mapping, object key, object default):
 
 
 cdef object _reiterable(object ids):
-    if type(ids) in (list, tuple, set, frozenset):
+    if type(ids) is list or type(ids) is tuple or type(ids) is set or type(ids) is frozenset:
         return ids
     if iter(ids) is ids:
         return list(ids)
     return ids
 
 
+cdef extern from "Python.h":
+    long long PyLong_AsLongLongAndOverflow(object obj, int *overflow) except? -1
+
+
+cdef inline int _as_u64(object value, uint64_t *out) except -1:
+    """0 and ``out`` set if ``value`` is an int in 0..2**63-1, else 1 (generic path)."""
+    cdef int overflow = 0
+    cdef long long x
+    if type(value) is not int:
+        return 1
+    x = PyLong_AsLongLongAndOverflow(value, &overflow)
+    if overflow or x < 0:
+        return 1
+    out[0] = <uint64_t>x
+    return 0
+
+
 cdef int _gather(object ids, object match, uint64_t *buf, Py_ssize_t *n) except -1:
     """Match indexes of ``ids`` into ``buf``; 1 if they do not fit (more than SMALL ids, or a
-    value that is not an unsigned 64-bit int): the caller takes the generic path."""
-    cdef Py_ssize_t k = 0
-    for v in ids:
-        if k == SMALL:
+    value that is not an int in 0..2**63-1): the caller takes the generic path."""
+    cdef Py_ssize_t k = 0, size
+    if type(ids) is list or type(ids) is tuple:
+        size = len(ids)
+        if size > SMALL:
             return 1
-        value = _lookup(match, v, 0)
-        if type(value) is not int:
-            return 1
-        try:
-            buf[k] = value
-        except OverflowError:
-            return 1
-        k += 1
+        for k in range(size):
+            if _as_u64(_lookup(match, ids[k], 0), &buf[k]):
+                return 1
+        n[0] = size
+        return 0
+    if type(ids) is set or type(ids) is frozenset:
+        for v in <set>ids:  # frozenset shares set's layout: Cython's fast set iteration
+            if k == SMALL or _as_u64(_lookup(match, v, 0), &buf[k]):
+                return 1
+            k += 1
+    else:
+        for v in ids:
+            if k == SMALL or _as_u64(_lookup(match, v, 0), &buf[k]):
+                return 1
+            k += 1
     n[0] = k
     return 0
 
@@ -494,12 +519,7 @@ def majority_index(matches):
     if n > SMALL:
         return _majority_generic(matches)
     for i in range(n):
-        value = matches[i]
-        if type(value) is not int:
-            return _majority_generic(matches)
-        try:
-            buf[i] = value
-        except OverflowError:
+        if _as_u64(matches[i], &buf[i]):
             return _majority_generic(matches)
     return _kth_desc(buf, n)
 
@@ -511,21 +531,31 @@ def committed_index(voters, match, outgoing=()):
     No allocation for up to 16 voters per set."""
     cdef Py_ssize_t n_in = 0, n_out = 0
     incoming = _majority_of(_reiterable(voters), match, &n_in)
+    if type(outgoing) is tuple and len(outgoing) == 0:
+        return incoming
     out = _majority_of(_reiterable(outgoing), match, &n_out)
     if n_out == 0:
         return incoming
     return out if out < incoming else incoming
 
 
+cdef inline void _count_vote(object granted, Py_ssize_t *yes, Py_ssize_t *no) noexcept:
+    if granted is True:
+        yes[0] += 1
+    elif granted is False:
+        no[0] += 1
+
+
 cdef int _tally(object ids, object votes, Py_ssize_t *count) except -1:
     cdef Py_ssize_t n = 0, yes = 0, no = 0, need
-    for v in ids:
-        n += 1
-        granted = _lookup(votes, v, None)
-        if granted is True:
-            yes += 1
-        elif granted is False:
-            no += 1
+    if type(ids) is set or type(ids) is frozenset:
+        for v in <set>ids:
+            n += 1
+            _count_vote(_lookup(votes, v, None), &yes, &no)
+    else:
+        for v in ids:
+            n += 1
+            _count_vote(_lookup(votes, v, None), &yes, &no)
     count[0] = n
     if n == 0:
         return VOTE_WON
@@ -542,6 +572,8 @@ def vote_result(voters, votes, outgoing=()):
     if both sets are won, lost if either is lost."""
     cdef Py_ssize_t n_in = 0, n_out = 0
     cdef int a = _tally(voters, votes, &n_in)
+    if type(outgoing) is tuple and len(outgoing) == 0:
+        return a
     cdef int b = _tally(outgoing, votes, &n_out)
     if n_out == 0:
         return a
