@@ -1,0 +1,491 @@
+"""``pgraft demo``: the seed's walkthrough on a local cluster of real node processes.
+
+It starts three ``python -m pgraft serve`` processes on free loopback ports in a temporary
+directory, finds the leader, starts node 4 empty and adds it with one call on the leader only,
+prints the membership as seen from every node (identical tables), shows that the same call on
+a follower is refused with ``NotLeaderError`` naming the leader, waits until node 4 has been
+promoted to voter, and stops everything and removes the directory, also on Ctrl-C or errors.
+
+:class:`LocalCluster` is the process manager behind it; the process-level tests and
+``benchmarks/cluster.py`` use it too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, TextIO, TypeVar
+
+from .client import Client, Node
+from .errors import NotLeaderError, PgraftError, Timeout
+
+__all__ = ["LocalCluster", "NodeProcess", "free_port", "main", "wait_until"]
+
+_T = TypeVar("_T")
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_handed_out: set[int] = set()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on ``host`` now and was not handed out before by this process."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            port = int(s.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise OSError("no free TCP port found")
+
+
+def wait_until(what: str, check: Callable[[], _T | None], timeout: float,
+               interval: float = 0.05) -> _T:
+    """Call ``check`` until it returns something other than None/False; raise Timeout naming
+    ``what`` (and the last error ``check`` raised) after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last_error: BaseException | None = None
+    while True:
+        try:
+            result = check()
+            if result is not None and result is not False:
+                return result
+        except PgraftError as exc:
+            last_error = exc
+        if time.monotonic() >= deadline:
+            detail = f" (last error: {last_error})" if last_error else ""
+            raise Timeout(f"timed out after {timeout:g}s waiting for {what}{detail}")
+        time.sleep(interval)
+
+
+def _die_with_parent() -> None:
+    # Linux: the node gets SIGKILL if the process that started it dies, so that a crashed test
+    # run or demo never leaves node processes behind.
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+@dataclass
+class NodeProcess:
+    """One node process of a :class:`LocalCluster`."""
+
+    node_id: int
+    host: str
+    port: int
+    data_dir: str
+    log_path: str
+    bootstrap: bool
+    proc: subprocess.Popen[bytes] | None = None
+    paused: bool = False
+    starts: int = 0
+    extra_args: list[str] = field(default_factory=list)
+
+    @property
+    def address(self) -> str:
+        """``host:port`` of the node (peers and clients)."""
+        return f"{self.host}:{self.port}"
+
+    @property
+    def socket_path(self) -> str:
+        """The node's Unix socket for local clients."""
+        return os.path.join(self.data_dir, "node.sock")
+
+    @property
+    def pid(self) -> int | None:
+        """The process id while running."""
+        return self.proc.pid if self.running else None
+
+    @property
+    def running(self) -> bool:
+        """True while the process exists (also when paused)."""
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last ``lines`` lines of the node's log."""
+        try:
+            with open(self.log_path, "rb") as f:
+                text = f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+class LocalCluster:
+    """Real ``pgraft serve`` processes on loopback, each with its own data directory and log.
+
+    Nodes ``1..size`` bootstrap together (``--initial-cluster``); :meth:`start_empty` adds a
+    node that starts without membership and waits until a leader adds it. Every wait has a
+    timeout; :meth:`close` stops all processes (SIGTERM, then SIGKILL) and removes the base
+    directory unless ``keep`` is set.
+    """
+
+    def __init__(self, size: int = 3, *, base_dir: str | None = None,
+                 election_timeout_ms: int | None = None,
+                 heartbeat_interval_ms: int | None = None, host: str = "127.0.0.1",
+                 extra_args: list[str] | None = None, env: dict[str, str] | None = None,
+                 keep: bool = False, call_timeout: float = 5.0) -> None:
+        self._own_dir = base_dir is None
+        self.base_dir = base_dir or tempfile.mkdtemp(prefix="pgraft-cluster-")
+        self.host = host
+        self.election_timeout_ms = election_timeout_ms
+        self.heartbeat_interval_ms = heartbeat_interval_ms
+        self.extra_args = list(extra_args or [])
+        self.keep = keep
+        self.call_timeout = call_timeout
+        self.env = dict(os.environ)
+        self.env["PYTHONPATH"] = os.pathsep.join(
+            [_REPO_ROOT] + ([self.env["PYTHONPATH"]] if self.env.get("PYTHONPATH") else []))
+        self.env.update(env or {})
+        self.nodes: dict[int, NodeProcess] = {}
+        for node_id in range(1, size + 1):
+            self._add(node_id, bootstrap=True)
+        self.initial_cluster = ",".join(f"{n.node_id}={n.address}"
+                                        for n in self.nodes.values())
+
+    def _add(self, node_id: int, bootstrap: bool) -> NodeProcess:
+        data_dir = os.path.join(self.base_dir, f"node{node_id}")
+        node = NodeProcess(node_id=node_id, host=self.host, port=free_port(self.host),
+                           data_dir=data_dir,
+                           log_path=os.path.join(self.base_dir, f"node{node_id}.log"),
+                           bootstrap=bootstrap)
+        self.nodes[node_id] = node
+        return node
+
+    # ----------------------------------------------------------------- processes
+    def command(self, node_id: int) -> list[str]:
+        """The command line that starts ``node_id``."""
+        node = self.nodes[node_id]
+        cmd = [sys.executable, "-m", "pgraft", "serve", "--id", str(node_id), "--address",
+               node.host, "--port", str(node.port), "--data-dir", node.data_dir]
+        if node.bootstrap:
+            cmd += ["--initial-cluster", self.initial_cluster]
+        if self.election_timeout_ms is not None:
+            cmd += ["--election-timeout", str(self.election_timeout_ms)]
+        if self.heartbeat_interval_ms is not None:
+            cmd += ["--heartbeat-interval", str(self.heartbeat_interval_ms)]
+        return cmd + self.extra_args + node.extra_args
+
+    def start(self, wait: bool = True, timeout: float = 30.0) -> LocalCluster:
+        """Start every node that is not running; with ``wait``, until each answers clients."""
+        for node_id, node in self.nodes.items():
+            if not node.running:
+                self.start_node(node_id, wait=False)
+        if wait:
+            for node_id in self.nodes:
+                self.wait_ready(node_id, timeout)
+        return self
+
+    def start_node(self, node_id: int, *, wait: bool = True, timeout: float = 30.0) -> None:
+        """Start (or start again) the process of ``node_id``."""
+        node = self.nodes[node_id]
+        if node.running:
+            raise PgraftError(f"node {node_id} is already running (pid {node.pid})")
+        os.makedirs(node.data_dir, exist_ok=True)
+        node.starts += 1
+        with open(node.log_path, "ab") as log:
+            log.write(f"==== start #{node.starts}: {' '.join(self.command(node_id))}\n"
+                      .encode())
+            log.flush()
+            node.proc = subprocess.Popen(
+                self.command(node_id), stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, env=self.env, cwd=self.base_dir,
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+        node.paused = False
+        if wait:
+            self.wait_ready(node_id, timeout)
+
+    def start_empty(self, node_id: int, *, wait: bool = True,
+                    timeout: float = 30.0) -> NodeProcess:
+        """Start a new node without ``--initial-cluster`` (the seed's node 4): it waits until
+        the leader adds it. Returns it; add it with ``add_node(node_id, host, port)``."""
+        if node_id in self.nodes:
+            raise PgraftError(f"node {node_id} already exists in this local cluster")
+        node = self._add(node_id, bootstrap=False)
+        self.start_node(node_id, wait=wait, timeout=timeout)
+        return node
+
+    def wait_ready(self, node_id: int, timeout: float = 30.0) -> None:
+        """Wait until ``node_id`` completes a client handshake (raises if it exits)."""
+        node = self.nodes[node_id]
+
+        def ready() -> bool:
+            if not node.running:
+                code = node.proc.returncode if node.proc is not None else None
+                raise PgraftError(f"node {node_id} exited with code {code} while starting; "
+                                  f"its log ends with:\n{node.log_tail(20)}")
+            with Client(node.address, timeout=1.0) as c:
+                c.get_term()
+            return True
+
+        try:
+            wait_until(f"node {node_id} to accept clients", ready, timeout, 0.05)
+        except PgraftError as exc:
+            if "exited with code" in exc.message:
+                raise
+            raise Timeout(f"{exc.message}; its log ends with:\n{node.log_tail(20)}") from None
+
+    def signal(self, node_id: int, sig: int) -> None:
+        """Send ``sig`` to the node's process (by pid)."""
+        node = self.nodes[node_id]
+        if node.proc is None or not node.running:
+            raise PgraftError(f"node {node_id} is not running")
+        os.kill(node.proc.pid, sig)
+
+    def kill(self, node_id: int, sig: int = signal.SIGKILL, timeout: float = 10.0) -> None:
+        """Kill the node's process (default ``kill -9``) and wait until it has exited."""
+        node = self.nodes[node_id]
+        if node.proc is None or not node.running:
+            return
+        if node.paused and sig != signal.SIGKILL:
+            self.resume(node_id)
+        os.kill(node.proc.pid, sig)
+        node.proc.wait(timeout)
+        node.paused = False
+
+    def stop(self, node_id: int, timeout: float = 15.0) -> int | None:
+        """Stop the node with SIGTERM (SIGKILL after ``timeout``); returns its exit code."""
+        node = self.nodes[node_id]
+        if node.proc is None:
+            return None
+        if node.running:
+            if node.paused:
+                self.resume(node_id)
+            os.kill(node.proc.pid, signal.SIGTERM)
+            try:
+                node.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(node.proc.pid, signal.SIGKILL)
+                node.proc.wait(10)
+        return node.proc.returncode
+
+    def restart(self, node_id: int, *, wait: bool = True, timeout: float = 30.0) -> None:
+        """Stop the node if it runs, then start it again with the same command line."""
+        self.stop(node_id)
+        self.start_node(node_id, wait=wait, timeout=timeout)
+
+    def pause(self, node_id: int) -> None:
+        """SIGSTOP the node (it keeps its sockets but answers nothing)."""
+        self.signal(node_id, signal.SIGSTOP)
+        self.nodes[node_id].paused = True
+
+    def resume(self, node_id: int) -> None:
+        """SIGCONT a paused node."""
+        self.signal(node_id, signal.SIGCONT)
+        self.nodes[node_id].paused = False
+
+    def close(self) -> None:
+        """Stop every process (SIGTERM, then SIGKILL) and remove the directory unless kept."""
+        for node in self.nodes.values():
+            if node.proc is not None and node.running:
+                with contextlib.suppress(OSError):
+                    if node.paused:
+                        os.kill(node.proc.pid, signal.SIGCONT)
+                    os.kill(node.proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for node in self.nodes.values():
+            if node.proc is None:
+                continue
+            try:
+                node.proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(OSError):
+                    os.kill(node.proc.pid, signal.SIGKILL)
+                node.proc.wait(10)
+        if self._own_dir and not self.keep:
+            shutil.rmtree(self.base_dir, ignore_errors=True)
+
+    def __enter__(self) -> LocalCluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -------------------------------------------------------------------- clients
+    def address(self, node_id: int) -> str:
+        """``host:port`` of ``node_id``."""
+        return self.nodes[node_id].address
+
+    def client(self, node_id: int, timeout: float | None = None) -> Client:
+        """A synchronous client of ``node_id`` (close it, or use ``with``)."""
+        return Client(self.address(node_id), timeout=timeout or self.call_timeout)
+
+    @contextlib.contextmanager
+    def connected(self, node_id: int, timeout: float | None = None) -> Iterator[Client]:
+        """``with cluster.connected(1) as c:`` a client that is closed afterwards."""
+        c = self.client(node_id, timeout)
+        try:
+            yield c
+        finally:
+            c.close()
+
+    def running_ids(self) -> list[int]:
+        """Ids of the nodes whose process runs and is not paused."""
+        return [i for i, n in self.nodes.items() if n.running and not n.paused]
+
+    def _ask(self, node_id: int, method: str, timeout: float = 1.0) -> Any:
+        with Client(self.address(node_id), timeout=timeout) as c:
+            return getattr(c, method)()
+
+    def leader(self, among: list[int] | None = None) -> int | None:
+        """The leader if exactly one running node says it leads and a majority of the
+        running nodes name it; else None."""
+        ids = among if among is not None else self.running_ids()
+        claims, named = [], []
+        for node_id in ids:
+            try:
+                if self._ask(node_id, "is_leader"):
+                    claims.append(node_id)
+                named.append(self._ask(node_id, "get_leader"))
+            except PgraftError:
+                continue
+        if len(claims) != 1:
+            return None
+        agree = sum(1 for n in named if n == claims[0])
+        return claims[0] if agree * 2 > len(ids) else None
+
+    def wait_for_leader(self, timeout: float = 30.0, among: list[int] | None = None,
+                        exclude: int | None = None) -> int:
+        """Wait until :meth:`leader` names a node (other than ``exclude``); return its id."""
+        def found() -> int | None:
+            leader = self.leader(among)
+            return leader if leader is not None and leader != exclude else None
+        return wait_until("a leader", found, timeout, 0.05)
+
+    def nodes_seen_by(self, node_id: int, timeout: float = 2.0) -> list[Node]:
+        """The membership as ``node_id`` lists it."""
+        with Client(self.address(node_id), timeout=timeout) as c:
+            return c.get_nodes()
+
+    def wait_for_membership(self, expected: dict[int, str | None], timeout: float = 30.0,
+                            on: list[int] | None = None) -> dict[int, list[Node]]:
+        """Wait until every node in ``on`` (default: running) lists exactly the ids of
+        ``expected`` (with the given role, unless None) and they all agree on addresses and
+        roles. Returns each node's list."""
+        def check() -> dict[int, list[Node]] | None:
+            ids = on if on is not None else self.running_ids()
+            views = {}
+            for node_id in ids:
+                views[node_id] = self.nodes_seen_by(node_id)
+            for view in views.values():
+                if {n.node_id for n in view} != set(expected):
+                    return None
+                for n in view:
+                    if expected[n.node_id] is not None and n.role != expected[n.node_id]:
+                        return None
+            shapes = {tuple((n.node_id, n.address, n.port, n.role) for n in v)
+                      for v in views.values()}
+            return views if len(shapes) == 1 else None
+        return wait_until(f"membership {sorted(expected)} on every node", check, timeout, 0.1)
+
+    def dump_logs(self, stream: TextIO | None = None, lines: int = 60) -> None:
+        """Print the tail of every node's log (for failing tests and demos)."""
+        out = stream or sys.stderr
+        for node in self.nodes.values():
+            print(f"----- node {node.node_id} ({node.log_path}) -----", file=out)
+            print(node.log_tail(lines), file=out)
+
+
+# ------------------------------------------------------------------------------ demo
+def _table(nodes: list[Node]) -> str:
+    from .cli import nodes_table
+
+    return nodes_table(nodes)
+
+
+def run_demo(out: TextIO, election_timeout_ms: int | None = None, keep: bool = False) -> int:
+    """The walkthrough; returns 0 when every step behaved as the seed says."""
+    def say(text: str = "") -> None:
+        print(text, file=out, flush=True)
+
+    cluster = LocalCluster(3, election_timeout_ms=election_timeout_ms, keep=keep)
+    ok = False
+    try:
+        say(f"Starting a 3-node pgraft cluster in {cluster.base_dir}")
+        for n in cluster.nodes.values():
+            say(f"  node {n.node_id}: {n.address}")
+        cluster.start(timeout=60)
+        leader = cluster.wait_for_leader(timeout=60)
+        say(f"\nStep 1: find the leader -> node {leader} ({cluster.address(leader)})")
+
+        node4 = cluster.start_empty(4, timeout=60)
+        say(f"\nStarted node 4 empty at {node4.address}; it waits until the leader adds it.")
+        say(f"\nStep 2: one call on the leader only (node {leader}):")
+        say(f"  add_node(4, {node4.host!r}, {node4.port})  "
+            f"[= SELECT pgraft_add_node(4, '{node4.host}', {node4.port})]")
+        with cluster.connected(leader, timeout=30) as c:
+            result = c.add_node(4, node4.host, node4.port)
+        say(f"  -> {result}")
+
+        views = cluster.wait_for_membership({1: None, 2: None, 3: None, 4: None}, timeout=60,
+                                            on=[1, 2, 3, 4])
+        say("\nStep 3: membership as seen from every node (nobody else was touched):")
+        for node_id, view in sorted(views.items()):
+            say(f"\n  node {node_id}:")
+            say("\n".join("    " + line for line in _table(view).splitlines()))
+        say("\n  All nodes have identical membership.")
+
+        follower = next(i for i in (1, 2, 3) if i != leader)
+        say(f"\nStep 4: the same call on a follower (node {follower}) is refused:")
+        try:
+            with cluster.connected(follower) as c:
+                c.add_node(4, node4.host, node4.port)
+        except NotLeaderError as exc:
+            say(f"  NotLeaderError: {exc.message}")
+            say(f"  leader_id={exc.leader_id}, leader_address={exc.leader_address}")
+            say(f"  hint: {exc.hint}")
+            if exc.leader_id != leader:
+                say(f"  (the follower names node {exc.leader_id}, expected node {leader})")
+                return 1
+        else:
+            say("  unexpected: the follower accepted the call")
+            return 1
+
+        views = cluster.wait_for_membership({1: "voter", 2: "voter", 3: "voter", 4: "voter"},
+                                            timeout=60, on=[1, 2, 3, 4])
+        say("\nStep 5: node 4 caught up and the leader promoted it to voter:")
+        say("\n".join("    " + line for line in _table(views[leader]).splitlines()))
+        ok = True
+        say("\nDone: one command on the leader, the same membership everywhere.")
+        return 0
+    finally:
+        if not ok:
+            say("\nThe demo did not complete; the nodes' logs end with:")
+            cluster.dump_logs(out, 30)
+        say("Stopping the cluster and cleaning up.")
+        cluster.close()
+        if keep:
+            say(f"(kept {cluster.base_dir})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``pgraft demo [--election-timeout MS] [--keep]``."""
+    parser = argparse.ArgumentParser(prog="pgraft demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--election-timeout", type=int, default=None, metavar="MS",
+                        help="election timeout of the nodes (default: the node's default)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the data directories and logs afterwards")
+    ns = parser.parse_args(argv)
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        return run_demo(sys.stdout, ns.election_timeout, ns.keep)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
