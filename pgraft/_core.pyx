@@ -113,14 +113,17 @@ cdef inline int _buf_get(object obj, Buf *out, Py_buffer *view, bint *release) e
 
 
 cdef object _readonly_view(object buffer):
-    """A read-only memoryview of ``buffer``: zero-copy when it is bytes or already read-only,
-    otherwise over a bytes copy (decoded entries must not change under their reader)."""
+    """A read-only byte memoryview of ``buffer``. Zero-copy for bytes and for a memoryview
+    (the caller who hands in a view keeps its memory stable, e.g. a log segment's mmap); any
+    other object (bytearray, ...) is copied, so decoded entries never change underneath."""
     if type(buffer) is bytes:
         return memoryview(buffer)
-    view = memoryview(buffer)
-    if view.readonly and view.c_contiguous and view.itemsize == 1 and view.ndim == 1:
-        return view
-    return memoryview(view.tobytes())
+    if PyMemoryView_Check(buffer):
+        view = buffer
+        if view.c_contiguous and view.ndim == 1 and view.itemsize == 1:
+            return view.cast("B").toreadonly() if view.format != "B" else view.toreadonly()
+        return memoryview(view.tobytes())
+    return memoryview(bytes(buffer))
 
 
 cdef inline const unsigned char *_view_ptr(object view):
@@ -242,10 +245,15 @@ cdef class Entry:
         """The encoded record (header + payload), computed once."""
         return self.get_record()
 
+    @property
+    def cached_record(self):
+        """The record if it is already encoded (or was decoded), else None."""
+        return self._record
+
     @staticmethod
     def from_record(buffer):
         """The Entry encoded in ``buffer``, which holds exactly one record. The CRC is checked;
-        ``record`` and ``data`` are zero-copy slices when ``buffer`` is immutable."""
+        ``record`` and ``data`` are zero-copy slices when ``buffer`` is bytes or a memoryview."""
         view = _readonly_view(buffer)
         cdef Py_ssize_t n = len(view)
         cdef Entry e = _record_at(view, _view_ptr(view), 0, n, True, 0)
@@ -359,7 +367,7 @@ cdef list _records_in(object view, const unsigned char *base, Py_ssize_t start,
 
 def decode_records(buffer):
     """Every record in ``buffer`` (concatenated, contiguous indexes, CRCs checked), as Entries
-    whose ``record``/``data`` are zero-copy slices when ``buffer`` is immutable."""
+    whose ``record``/``data`` are zero-copy slices when ``buffer`` is bytes or a memoryview."""
     view = _readonly_view(buffer)
     return _records_in(view, _view_ptr(view), 0, len(view), -1, 0)
 

@@ -187,10 +187,15 @@ class Entry:
             self._record = encode_record(self._index, self._term, self._type, self.data)
         return self._record
 
+    @property
+    def cached_record(self) -> Buffer | None:
+        """The record if it is already encoded (or was decoded), else None."""
+        return self._record
+
     @staticmethod
     def from_record(buffer: Buffer) -> Entry:
         """The Entry encoded in ``buffer``, which holds exactly one record. The CRC is checked;
-        ``record`` and ``data`` are zero-copy slices when ``buffer`` is immutable."""
+        ``record`` and ``data`` are zero-copy slices when ``buffer`` is bytes or a memoryview."""
         view = _readonly_view(buffer)
         entry, end = _record_at(view, 0, len(view), 0)
         if end != len(view):
@@ -225,12 +230,17 @@ def _new_entry(index: int, term: int, type: int, record: memoryview) -> Entry:
 
 
 def _readonly_view(buffer: Buffer) -> memoryview:
-    """A read-only byte memoryview of ``buffer``: zero-copy when it is bytes or already
-    read-only, otherwise over a bytes copy (decoded entries must not change under a reader)."""
-    view = memoryview(buffer)
-    if view.readonly and view.c_contiguous and view.ndim == 1 and view.format in ("B", "b", "c"):
-        return view.cast("B") if view.format != "B" else view
-    return memoryview(view.tobytes())
+    """A read-only byte memoryview of ``buffer``. Zero-copy for bytes and for a memoryview
+    (the caller who hands in a view keeps its memory stable, e.g. a log segment's mmap); any
+    other object (bytearray, ...) is copied, so decoded entries never change underneath."""
+    if isinstance(buffer, bytes):
+        return memoryview(buffer)
+    if isinstance(buffer, memoryview):
+        if buffer.c_contiguous and buffer.ndim == 1 and buffer.itemsize == 1:
+            view = buffer.cast("B") if buffer.format != "B" else buffer
+            return view.toreadonly()
+        return memoryview(buffer.tobytes())
+    return memoryview(bytes(buffer))
 
 
 def _record_at(view: memoryview, pos: int, end: int, base: int) -> tuple[Entry, int]:
@@ -277,7 +287,7 @@ def _records_in(view: memoryview, pos: int, end: int, count: int | None,
 
 def decode_records(buffer: Buffer) -> list[Entry]:
     """Every record in ``buffer`` (concatenated, contiguous indexes, CRCs checked), as Entries
-    whose ``record``/``data`` are zero-copy slices when ``buffer`` is immutable."""
+    whose ``record``/``data`` are zero-copy slices when ``buffer`` is bytes or a memoryview."""
     view = _readonly_view(buffer)
     return _records_in(view, 0, len(view), None, 0)
 

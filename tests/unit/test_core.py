@@ -157,6 +157,27 @@ def test_from_record_is_zero_copy_for_immutable_buffers(core: ModuleType) -> Non
     assert bytes(e.data) == b"hello" and e.record is e.record
 
 
+def test_from_record_is_zero_copy_for_memoryviews(core: ModuleType) -> None:
+    # a log reads records through a memoryview of its (writable) segment mmap
+    buf = bytearray(b"pad" + bytes(core.Entry(3, 2, 0, b"hello").record))
+    view = memoryview(buf)
+    e = core.Entry.from_record(view[3:])
+    assert e.record.readonly and e.record.obj is buf
+    assert bytes(e.data) == b"hello"
+    entries = core.decode_records(view[3:])
+    assert entries == [e] and entries[0].record.obj is buf
+
+
+def test_cached_record(core: ModuleType) -> None:
+    e = core.Entry(1, 1, 0, b"x")
+    assert e.cached_record is None
+    rec = e.record
+    assert e.cached_record is rec
+    e.term = 2
+    assert e.cached_record is None
+    assert core.Entry.from_record(rec).cached_record is not None
+
+
 def test_from_record_copies_mutable_buffers(core: ModuleType) -> None:
     buf = bytearray(core.Entry(3, 2, 0, b"hello").record)
     e = core.Entry.from_record(buf)
