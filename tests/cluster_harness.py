@@ -9,7 +9,7 @@ process they started (by pid) and print the nodes' logs when the test failed.
 
 Use it from a test module in ``tests/``::
 
-    from cluster_harness import cluster, cluster_factory, requires_node  # noqa: F401
+    from cluster_harness import cluster_factory_fixture, cluster_fixture  # noqa: F401
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ import pytest
 from pgraft.demo import LocalCluster, free_port, wait_until
 from pgraft.errors import PgraftError
 
-__all__ = ["ELECTION_TIMEOUT_MS", "HEARTBEAT_MS", "Cluster", "cluster", "cluster_factory",
-           "free_port", "node_available", "requires_node", "wait_until"]
+__all__ = ["ELECTION_TIMEOUT_MS", "HEARTBEAT_MS", "Cluster", "cluster_factory_fixture",
+           "cluster_fixture", "free_port", "node_available", "requires_node", "wait_until"]
 
 #: Election timeout of test clusters (override with PGRAFT_TEST_ELECTION_MS).
 ELECTION_TIMEOUT_MS = int(os.environ.get("PGRAFT_TEST_ELECTION_MS", "300"))
@@ -85,8 +85,8 @@ class Cluster(LocalCluster):
         return next(i for i in self.running_ids() if i != leader)
 
 
-@pytest.fixture
-def cluster_factory(request: pytest.FixtureRequest,
+@pytest.fixture(name="cluster_factory")
+def cluster_factory_fixture(request: pytest.FixtureRequest,
                     tmp_path: Any) -> Iterator[Callable[..., Cluster]]:
     """``make(size=3, start=True, **LocalCluster options) -> Cluster``; every process started
     is stopped at teardown, and the logs are printed if the test failed."""
@@ -121,8 +121,8 @@ def cluster_factory(request: pytest.FixtureRequest,
                 print(f"cluster cleanup: {exc}", file=sys.__stderr__)
 
 
-@pytest.fixture
-def cluster(cluster_factory: Callable[..., Cluster]) -> Cluster:
+@pytest.fixture(name="cluster")
+def cluster_fixture(cluster_factory: Callable[..., Cluster]) -> Cluster:
     """A started 3-node cluster with an elected leader."""
     c = cluster_factory(3)
     c.wait_for_leader(timeout=60)
