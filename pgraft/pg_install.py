@@ -1,0 +1,378 @@
+"""``pgraft postgres install``: build and install the PostgreSQL extension and its Python side.
+
+PostgreSQL runs as its own OS user (``postgres``), who cannot read ``/root`` where a developer's
+interpreter and ``.venv`` usually live. Both PostgreSQL-side users of Python need the pgraft
+package: the node process (started by the launcher as ``<pgraft.python> -m pgraft serve``) and
+the PL/Python functions (which run inside the backends, on the interpreter that plpython3u
+embeds). The installer therefore builds a self-contained, root-owned, world-readable
+environment and touches no permission anywhere else:
+
+``<prefix>/venv`` (default prefix ``/opt/pgraft``)
+    a virtual environment made from the interpreter plpython3u is linked against (Debian's
+    ``/usr/bin/python3.11`` for PostgreSQL 15 on bookworm), so the compiled extensions in it
+    load both in the node process and inside PL/Python. pgraft (built from this source tree,
+    Cython extensions included) and its dependencies (msgpack, uvloop) are pip-installed into
+    it.
+``<prefix>/install.json``
+    what was installed, from where, and a fingerprint of the sources (a second run with
+    unchanged sources does nothing).
+the PostgreSQL extension
+    ``pgraft.so`` (the launcher), ``pgraft.control`` and ``pgraft--1.0.sql``, built with PGXS
+    against the ``pg_config`` given. The venv's interpreter is compiled in as the default of
+    ``pgraft.python``; the SQL functions derive the venv's ``site-packages`` from that same
+    setting, so one setting tells both sides where pgraft lives.
+
+The installer refuses a prefix that the PostgreSQL OS user cannot reach (for example under
+``/root``) instead of changing permissions, and checks the result by importing pgraft as that
+user.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import grp
+import hashlib
+import json
+import os
+import pwd
+import re
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+DEFAULT_PREFIX = "/opt/pgraft"
+DEFAULT_PG_CONFIGS = ("/usr/lib/postgresql/15/bin/pg_config",)
+PG_OS_USER = "postgres"
+EXTENSION_FILES = ("pgraft.control", "pgraft--1.0.sql")
+# What is copied from the source tree to build the package and the extension.
+_SOURCE_GLOBS = ("pyproject.toml", "setup.py", "README*", "LICENSE*", "pgraft/*.py",
+                 "pgraft/*.pyx", "pgraft/*.pxd", "pgraft/*.h", "pgraft/py.typed",
+                 "postgres/Makefile", "postgres/*.c", "postgres/*.h", "postgres/*.sql",
+                 "postgres/*.control")
+
+
+class InstallError(Exception):
+    """Something the operator has to fix; the message says what and how."""
+
+
+def _log(msg: str) -> None:
+    print(f"pgraft postgres install: {msg}", flush=True)
+
+
+def _run(cmd: Sequence[str], *, cwd: str | Path | None = None, what: str,
+         env: dict[str, str] | None = None) -> str:
+    """Run a command; on failure raise InstallError with its output."""
+    proc = subprocess.run(list(cmd), cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          check=False)
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stdout.strip().splitlines()[-40:])
+        raise InstallError(f"{what} failed (exit code {proc.returncode}): "
+                           f"{' '.join(cmd)}\n{tail}")
+    return proc.stdout
+
+
+# ------------------------------------------------------------------------- discovery
+def find_source_tree(explicit: str | None) -> Path:
+    """The pgraft source tree: --source, or the checkout this module was imported from."""
+    candidates = [Path(explicit)] if explicit else [Path(__file__).resolve().parent.parent]
+    for root in candidates:
+        if (root / "setup.py").is_file() and (root / "postgres" / "pgraft.c").is_file():
+            return root.resolve()
+    raise InstallError(
+        f"no pgraft source tree at {candidates[0]} (it needs setup.py and postgres/pgraft.c); "
+        "run the installer from a checkout, or pass --source DIR")
+
+
+def find_pg_config(explicit: str | None) -> str:
+    if explicit:
+        if not os.access(explicit, os.X_OK):
+            raise InstallError(f"--pg-config {explicit} is not an executable file")
+        return explicit
+    for path in DEFAULT_PG_CONFIGS:
+        if os.access(path, os.X_OK):
+            return path
+    found = shutil.which("pg_config")
+    if found:
+        return found
+    raise InstallError("pg_config not found; install PostgreSQL 15 and its server development "
+                       "files (`make system-deps`, or apt-get install postgresql-15 "
+                       "postgresql-server-dev-15), or pass --pg-config PATH")
+
+
+def pg_config_values(pg_config: str) -> dict[str, str]:
+    values = {}
+    for key in ("version", "bindir", "pkglibdir", "sharedir", "pgxs"):
+        values[key] = _run([pg_config, f"--{key}"], what="pg_config").strip()
+    if not Path(values["pgxs"]).is_file():
+        raise InstallError(f"{pg_config} has no PGXS ({values['pgxs']} is missing); install "
+                           "the server development package (postgresql-server-dev-15)")
+    return values
+
+
+def plpython_version(pkglibdir: str) -> str:
+    """major.minor of the Python that plpython3u embeds (from the libpython it links)."""
+    lib = Path(pkglibdir) / "plpython3.so"
+    if not lib.is_file():
+        raise InstallError(f"PL/Python is not installed ({lib} is missing); install it "
+                           "(`make system-deps`, or apt-get install postgresql-plpython3-15)")
+    data = lib.read_bytes()
+    found = sorted(set(re.findall(rb"libpython(3\.\d+)", data)))
+    if len(found) != 1:
+        raise InstallError(f"cannot tell which Python {lib} embeds; pass --python explicitly")
+    return found[0].decode()
+
+
+def find_base_python(explicit: str | None, want: str) -> str:
+    """The interpreter the venv is made from: the same major.minor as plpython3u's."""
+    candidates = [explicit] if explicit else [f"/usr/bin/python{want}", "/usr/bin/python3"]
+    for path in candidates:
+        if path and os.access(path, os.X_OK):
+            have = _run([path, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                        what="checking the Python version").strip()
+            if have == want:
+                return path
+            if explicit:
+                raise InstallError(f"--python {path} is Python {have}, but plpython3u embeds "
+                                   f"Python {want}; the compiled pgraft modules must match it")
+    raise InstallError(f"no Python {want} interpreter found (plpython3u embeds Python {want}); "
+                       f"install python{want} and python3-venv, or pass --python PATH")
+
+
+# ------------------------------------------------------------------------- checks
+def _os_user() -> pwd.struct_passwd | None:
+    try:
+        return pwd.getpwnam(PG_OS_USER)
+    except KeyError:
+        return None
+
+
+def check_reachable(path: Path, user: pwd.struct_passwd | None) -> None:
+    """Refuse a prefix that the PostgreSQL OS user cannot traverse; never chmod anything."""
+    if user is None:
+        return
+    groups = {g.gr_gid for g in grp.getgrall() if user.pw_name in g.gr_mem} | {user.pw_gid}
+    for parent in [*reversed(path.parents)]:
+        if not parent.exists():
+            continue
+        st = parent.stat()
+        if st.st_uid == user.pw_uid:
+            ok = bool(st.st_mode & stat.S_IXUSR)
+        elif st.st_gid in groups:
+            ok = bool(st.st_mode & stat.S_IXGRP)
+        else:
+            ok = bool(st.st_mode & stat.S_IXOTH)
+        if not ok:
+            raise InstallError(
+                f"the PostgreSQL OS user {user.pw_name!r} cannot reach {path}: {parent} is not "
+                f"searchable for it (mode {stat.filemode(st.st_mode)}); choose a --prefix it "
+                f"can read, such as {DEFAULT_PREFIX} (the installer does not change "
+                "permissions of existing directories)")
+
+
+def source_files(root: Path) -> list[Path]:
+    files: set[Path] = set()
+    for pattern in _SOURCE_GLOBS:
+        files.update(p for p in root.glob(pattern) if p.is_file())
+    return sorted(files)
+
+
+def fingerprint(root: Path, files: list[Path], extra: dict[str, str]) -> str:
+    h = hashlib.sha256()
+    for key in sorted(extra):
+        h.update(f"{key}={extra[key]}\n".encode())
+    for path in files:
+        h.update(str(path.relative_to(root)).encode() + b"\0")
+        h.update(path.read_bytes())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+@contextlib.contextmanager
+def _copied_tree(root: Path, files: list[Path]) -> Iterator[Path]:
+    """A clean copy of the sources: no build/, .venv or in-place .so files of the dev tree."""
+    with tempfile.TemporaryDirectory(prefix="pgraft-install-") as tmp:
+        dst = Path(tmp) / "src"
+        for path in files:
+            target = dst / path.relative_to(root)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+        yield dst
+
+
+def _project_dependencies(root: Path) -> list[str]:
+    import tomllib
+
+    with open(root / "pyproject.toml", "rb") as f:
+        return list(tomllib.load(f)["project"].get("dependencies", []))
+
+
+# ------------------------------------------------------------------------- steps
+def build_venv(prefix: Path, base_python: str, src: Path, root: Path) -> tuple[str, str]:
+    venv = prefix / "venv"
+    python = venv / "bin" / "python"
+    if python.exists():
+        home = _run([str(python), "-c", "import sys; print(sys._base_executable)"],
+                    what="inspecting the existing venv").strip()
+        if os.path.realpath(home) != os.path.realpath(base_python):
+            _log(f"recreating {venv} (it was made from {home}, not {base_python})")
+            shutil.rmtree(venv)
+    if not python.exists():
+        _log(f"creating {venv} from {base_python}")
+        _run([base_python, "-m", "venv", str(venv)], what="creating the venv "
+             "(needs the python3-venv package)")
+    pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+           "--no-cache-dir"]
+    deps = _project_dependencies(root)
+    _log(f"installing dependencies into {venv}: {', '.join(deps)}")
+    _run([*pip, *deps], what="pip install of the dependencies")
+    _log(f"building and installing pgraft (with its compiled extensions) into {venv}")
+    _run([*pip, "--no-deps", "--force-reinstall", str(src)], what="pip install of pgraft")
+    site = _run([str(python), "-c",
+                 "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                what="locating site-packages").strip()
+    return str(python), site
+
+
+def build_extension(src: Path, pg_config: str, python: str) -> None:
+    if any(c in python for c in "'\"\\ $`"):
+        raise InstallError(f"the interpreter path {python!r} has characters that cannot be "
+                           "compiled in as the default of pgraft.python; choose another "
+                           "--prefix")
+    make = shutil.which("make")
+    if make is None:
+        raise InstallError("make is not installed (apt-get install build-essential)")
+    args = [f"PG_CONFIG={pg_config}", f"PGRAFT_PYTHON={python}"]
+    _log(f"building the extension with PGXS ({pg_config})")
+    _run([make, "-C", str(src / "postgres"), *args], what="building the extension")
+    _run([make, "-C", str(src / "postgres"), *args, "install"],
+         what="installing the extension")
+
+
+def verify_as_pg_user(python: str, user: pwd.struct_passwd | None) -> str:
+    """Import pgraft as the PostgreSQL OS user, the way the node and PL/Python will."""
+    code = ("import pgraft, pgraft.client, msgpack; "
+            "print(pgraft.__version__, pgraft.IMPLEMENTATION)")
+    cmd = [python, "-c", code]
+    if user is not None and os.geteuid() == 0:
+        runuser = shutil.which("runuser")
+        if runuser:
+            cmd = [runuser, "-u", user.pw_name, "--", *cmd]
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/", "LANG": "C.UTF-8"}
+    return _run(cmd, cwd="/", env=env,
+                what=f"importing pgraft as the {PG_OS_USER} OS user").strip()
+
+
+def installed_ok(record: dict[str, object], pg: dict[str, str]) -> bool:
+    python = str(record.get("python", ""))
+    return (os.access(python, os.X_OK)
+            and (Path(pg["pkglibdir"]) / "pgraft.so").is_file()
+            and all((Path(pg["sharedir"]) / "extension" / f).is_file() for f in EXTENSION_FILES))
+
+
+def install(pg_config_arg: str | None, prefix_arg: str, source_arg: str | None,
+            python_arg: str | None, force: bool) -> dict[str, object]:
+    root = find_source_tree(source_arg)
+    pg_config = find_pg_config(pg_config_arg)
+    pg = pg_config_values(pg_config)
+    want = plpython_version(pg["pkglibdir"])
+    base_python = find_base_python(python_arg, want)
+    prefix = Path(prefix_arg).absolute()
+    user = _os_user()
+    check_reachable(prefix / "venv", user)
+    for target in (str(prefix.parent if not prefix.exists() else prefix), pg["pkglibdir"],
+                   os.path.join(pg["sharedir"], "extension")):
+        if not os.access(target, os.W_OK):
+            raise InstallError(f"{target} is not writable; run the installer as root "
+                               "(sudo pgraft postgres install)")
+
+    files = source_files(root)
+    digest = fingerprint(root, files, {"pg_config": pg_config, "pg_version": pg["version"],
+                                       "base_python": base_python, "prefix": str(prefix)})
+    record_path = prefix / "install.json"
+    if record_path.is_file() and not force:
+        try:
+            record = json.loads(record_path.read_text())
+        except (OSError, ValueError):
+            record = {}
+        if record.get("fingerprint") == digest and installed_ok(record, pg):
+            _log(f"up to date ({prefix}, {pg['version']}); use --force to reinstall")
+            return record
+
+    old_umask = os.umask(0o022)
+    try:
+        prefix.mkdir(mode=0o755, parents=True, exist_ok=True)
+        with _copied_tree(root, files) as src:
+            python, site = build_venv(prefix, base_python, src, root)
+            expected_site = os.path.join(str(prefix / "venv"), "lib", f"python{want}",
+                                         "site-packages")
+            if os.path.realpath(site) != os.path.realpath(expected_site):
+                raise InstallError(f"the venv's site-packages is {site}, not {expected_site} "
+                                   "where the SQL functions look for it")
+            build_extension(src, pg_config, python)
+        check = verify_as_pg_user(python, user)
+        record = {
+            "pgraft_version": check.split()[0] if check else "",
+            "implementation": check.split()[1] if len(check.split()) > 1 else "",
+            "prefix": str(prefix),
+            "python": python,
+            "base_python": base_python,
+            "site_packages": site,
+            "pg_config": pg_config,
+            "pg_version": pg["version"],
+            "pkglibdir": pg["pkglibdir"],
+            "sharedir": pg["sharedir"],
+            "source": str(root),
+            "fingerprint": digest,
+            "installed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        record_path.write_text(json.dumps(record, indent=2) + "\n")
+        record_path.chmod(0o644)
+    finally:
+        os.umask(old_umask)
+    _log(f"installed pgraft {record['pgraft_version']} ({record['implementation']}) for "
+         f"{pg['version']}: interpreter {python}")
+    _log("enable it in postgresql.conf: shared_preload_libraries = 'pgraft', pgraft.node_id, "
+         "pgraft.address, pgraft.port, pgraft.initial_cluster; then CREATE EXTENSION pgraft "
+         "CASCADE")
+    return record
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="pgraft postgres install",
+        description="Build and install the pgraft PostgreSQL extension, and a Python "
+                    "environment with pgraft that the PostgreSQL OS user can read.")
+    p.add_argument("--pg-config", metavar="PATH",
+                   help="pg_config of the target server (default: PostgreSQL 15's, "
+                        "else the one on PATH)")
+    p.add_argument("--prefix", metavar="DIR", default=DEFAULT_PREFIX,
+                   help=f"where the Python environment goes (default {DEFAULT_PREFIX})")
+    p.add_argument("--source", metavar="DIR",
+                   help="pgraft source tree (default: the checkout this command runs from)")
+    p.add_argument("--python", metavar="PATH",
+                   help="interpreter to build the environment from (default: the system "
+                        "Python that plpython3u embeds)")
+    p.add_argument("--force", action="store_true",
+                   help="reinstall even if the sources have not changed")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ns = build_parser().parse_args(argv)
+    try:
+        install(ns.pg_config, ns.prefix, ns.source, ns.python, ns.force)
+    except InstallError as exc:
+        print(f"pgraft postgres install: error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
