@@ -836,7 +836,7 @@ class HardStateFile:
 
     def load(self):
         """The last saved hard state (zeros if never saved)."""
-        best_seq = -1
+        cdef object best_seq = -1, seq  # Python ints: -1 must not become a huge uint64
         best = None
         foreign = bad = 0
         cdef bytes raw
