@@ -1,0 +1,47 @@
+"""The Raft core of pgraft: a deterministic, sans-I/O state machine (DESIGN rule 1).
+
+The runtime drives a :class:`RawNode` with ticks, messages and client calls and carries out
+the :class:`Ready` it produces (see :class:`Ready` for the persistence contract and
+:mod:`pgraft.raft.membership` for when a configuration takes effect).
+"""
+
+from .core import CAMPAIGN_TRANSFER, Config, RawNode
+from .log import RaftLog
+from .membership import (
+    ADD_LEARNER,
+    LEARNER,
+    PROMOTE,
+    REMOVE,
+    VOTER,
+    ConfChange,
+    Member,
+    Membership,
+    decode_conf_change,
+    encode_conf_change,
+)
+from .progress import Progress
+from .storage import Compacted, MemoryStorage, Storage
+from .types import (
+    CANDIDATE,
+    FOLLOWER,
+    LEADER,
+    PRE_CANDIDATE,
+    PROBE,
+    REPLICATE,
+    SNAPSHOT,
+    HardState,
+    ProgressStatus,
+    Ready,
+    ReadState,
+    SnapshotMeta,
+    SoftState,
+    Status,
+)
+
+__all__ = [
+    "ADD_LEARNER", "CAMPAIGN_TRANSFER", "CANDIDATE", "FOLLOWER", "LEADER", "LEARNER",
+    "PRE_CANDIDATE", "PROBE", "PROMOTE", "REMOVE", "REPLICATE", "SNAPSHOT", "VOTER",
+    "Compacted", "ConfChange", "Config", "HardState", "Member", "Membership", "MemoryStorage",
+    "Progress", "RaftLog", "RawNode", "ReadState", "Ready", "SnapshotMeta", "SoftState",
+    "Status", "ProgressStatus", "Storage", "decode_conf_change", "encode_conf_change",
+]
