@@ -235,7 +235,7 @@ class LocalCluster:
                 raise
             raise Timeout(f"{exc.message}; its log ends with:\n{node.log_tail(20)}") from None
 
-    def signal(self, node_id: int, sig: int) -> None:
+    def send_signal(self, node_id: int, sig: int) -> None:
         """Send ``sig`` to the node's process (by pid)."""
         node = self.nodes[node_id]
         if node.proc is None or not node.running:
@@ -276,12 +276,12 @@ class LocalCluster:
 
     def pause(self, node_id: int) -> None:
         """SIGSTOP the node (it keeps its sockets but answers nothing)."""
-        self.signal(node_id, signal.SIGSTOP)
+        self.send_signal(node_id, signal.SIGSTOP)
         self.nodes[node_id].paused = True
 
     def resume(self, node_id: int) -> None:
         """SIGCONT a paused node."""
-        self.signal(node_id, signal.SIGCONT)
+        self.send_signal(node_id, signal.SIGCONT)
         self.nodes[node_id].paused = False
 
     def close(self) -> None:

@@ -197,3 +197,39 @@ def test_broken_pipe_is_quiet(fake: FakeNode) -> None:
     proc = subprocess.run(f"'{sys.executable}' -m pgraft nodes --node {fake.address} | head -c1",
                           shell=True, capture_output=True, text=True, env=env, timeout=60)
     assert "Traceback" not in proc.stderr
+
+
+def test_serve_delegates_to_the_node_runtime(capsys: Any, monkeypatch: Any) -> None:
+    import types
+
+    calls: list[Any] = []
+    node = types.ModuleType("pgraft.node")
+
+    def add_serve_arguments(parser: Any) -> None:
+        parser.add_argument("--id", type=int, required=True)
+
+    def config_from_args(ns: Any) -> dict[str, int]:
+        calls.append(("config", ns.id))
+        return {"id": ns.id}
+
+    def run(config: dict[str, int]) -> int:
+        calls.append(("run", config))
+        return 0
+
+    node.add_serve_arguments = add_serve_arguments  # type: ignore[attr-defined]
+    node.config_from_args = config_from_args  # type: ignore[attr-defined]
+    node.run = run  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "pgraft.node", node)
+    assert pgraft_cli(capsys, "serve", "--id", "3")[0] == 0
+    assert calls == [("config", 3), ("run", {"id": 3})]
+    code, _, err = pgraft_cli(capsys, "serve")
+    assert code == 2 and err.startswith("error: ") and "--id" in err
+
+    def failing_run(config: dict[str, int]) -> int:
+        from pgraft.errors import StorageError
+
+        raise StorageError("data directory /x is locked by a running node (pid 42)")
+
+    node.run = failing_run  # type: ignore[attr-defined]
+    code, _, err = pgraft_cli(capsys, "serve", "--id", "3")
+    assert code == 1 and err.startswith("error: data directory /x is locked")
