@@ -469,6 +469,9 @@ cdef class Log:
         # The full segment is made durable before the next exists, so after a crash only the
         # last segment can hold a torn tail.
         self.sync()
+        if self._tail.count == 0:  # an empty segment too small for the entry: replace it
+            self._segs.pop()
+            self._firsts.pop()
         return self._new_segment(first, max(self.segment_size, HDR + need))
 
     cdef _Segment _new_segment(self, uint64_t first, Py_ssize_t size):

@@ -321,6 +321,9 @@ class Log:
         # The full segment is made durable before the next exists, so after a crash only the
         # last segment can hold a torn tail.
         self.sync()
+        if not self._segs[-1].offsets:  # an empty segment too small for the entry: replace it
+            self._segs.pop()
+            self._firsts.pop()
         size = max(self.segment_size, HEADER_SIZE + need)
         return self._new_segment(first, size)
 

@@ -1,4 +1,4 @@
-"""The durable log and hard state file: API, errors, formats, both twins (and each other's files)."""
+"""The durable log and hard state file: API, errors, formats, both twins, each other's files."""
 
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ def other_twin(log: ModuleType) -> ModuleType:
 
 def make(log: ModuleType, first: int, n: int, term: int = 1, size: int = 20) -> list:
     E = entry_cls(log)
-    return [E(i, term, i % 2, bytes([i % 251 + 1]) * (size + i % 7)) for i in range(first, first + n)]
+    return [E(i, term, i % 2, bytes([i % 251 + 1]) * (size + i % 7))
+            for i in range(first, first + n)]
 
 
 def seg_files(d: Path) -> list[Path]:
@@ -78,7 +79,8 @@ def test_entries_max_bytes(log: ModuleType, tmp_path: Path) -> None:
         lg.append(es)
         assert len(lg.entries(1, 11, max_bytes=1)) == 1  # always at least one
         got = lg.entries(1, 11, max_bytes=450)
-        assert sum(len(g.record) for g in got) <= 450 < sum(len(g.record) for g in es[:len(got) + 1])
+        sizes = [len(g.record) for g in es]
+        assert sum(sizes[:len(got)]) <= 450 < sum(sizes[:len(got) + 1])
         assert lg.entries(1, 11, max_bytes=10**9) == es
 
 
@@ -325,3 +327,14 @@ def test_hard_state_foreign_file(log: ModuleType, tmp_path: Path) -> None:
     p.write_bytes(os.urandom(1024))
     with log.HardStateFile(p) as f, pytest.raises(StorageFormatError, match="hs"):
         f.load()
+
+
+def test_first_entry_larger_than_an_empty_segment(log: ModuleType, tmp_path: Path) -> None:
+    E = entry_cls(log)
+    with log.Log(tmp_path, segment_size=256, max_entry_size=4096) as lg:
+        lg.append([E(1, 1, 0, b"z" * 1000), E(2, 1, 0, b"y")])
+        lg.sync()
+        assert [p.name for p in seg_files(tmp_path)] == [log.segment_name(1), log.segment_name(2)]
+        assert lg.compact(1) == 2
+    with log.Log(tmp_path, segment_size=256) as lg:
+        assert (lg.first_index, lg.last_index, lg.recovery) == (2, 2, None)

@@ -111,7 +111,8 @@ def test_every_offset_of_a_small_log(log: ModuleType, tmp_path: Path) -> None:
             shutil.rmtree(d)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(sizes=st.lists(st.integers(0, 700), min_size=2, max_size=30), data=st.data(),
        mode=st.sampled_from(["cut", "zero", "sector"]))
 def test_damage_after_synced_boundary(log: ModuleType, tmp_path_factory: pytest.TempPathFactory,
