@@ -13,13 +13,14 @@ bounded memory, and Raft retransmits whatever was lost.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
 import socket
 from collections import deque
 from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from ._impl import core
 from .errors import DecodeError, PgraftError, ProtocolError, StorageError
@@ -54,10 +55,8 @@ class ClientHandler(Protocol):
 def _set_nodelay(transport: asyncio.BaseTransport) -> None:
     sock = transport.get_extra_info("socket")
     if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-        try:
+        with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
 
 
 def _describe(transport: asyncio.BaseTransport) -> str:
@@ -126,7 +125,8 @@ class _Inbound(asyncio.Protocol):
         self._dropped = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # uvloop's transports implement asyncio.Transport without subclassing it
+        transport = cast(asyncio.Transport, transport)
         self._transport = transport
         self._where = _describe(transport)
         _set_nodelay(transport)
@@ -200,6 +200,10 @@ class _Inbound(asyncio.Protocol):
                 return False
             self._mode = "peer"
             self._peer_id = peer_id
+            address, port = item.get("address"), item.get("port")
+            if (isinstance(address, str) and address and isinstance(port, int)
+                    and not isinstance(port, bool) and 0 < port < 65536):
+                owner.hints[peer_id] = (address, port)
             transport.write(core.encode_control(
                 {"hello": "ok", "node_id": owner.node_id, "version": PROTOCOL_VERSION}))
             log.debug("inbound peer %d connected from %s", peer_id, self._where)
@@ -278,12 +282,17 @@ class _Outbound(asyncio.Protocol):
         self.paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = cast(asyncio.Transport, transport)
         self.transport = transport
         _set_nodelay(transport)
         transport.set_write_buffer_limits(high=self._link.owner.max_write_buffer)
-        transport.write(core.encode_control(
-            {"hello": "peer", "node_id": self._link.owner.node_id, "version": PROTOCOL_VERSION}))
+        hello: dict[str, Any] = {"hello": "peer", "node_id": self._link.owner.node_id,
+                                 "version": PROTOCOL_VERSION}
+        advertise = self._link.owner.advertise
+        if advertise is not None:
+            # Optional extension of the peer hello: where the dialling node listens.
+            hello["address"], hello["port"] = advertise
+        transport.write(core.encode_control(hello))
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -396,7 +405,7 @@ class PeerLink:
                 if proto is not None and proto.transport is not None:
                     proto.transport.abort()
                 raise
-            except (OSError, asyncio.TimeoutError, PgraftError, ConnectionError) as exc:
+            except (TimeoutError, OSError, PgraftError, ConnectionError) as exc:
                 if proto is not None and proto.transport is not None:
                     proto.transport.abort()
                 if not self._reported_failure:
@@ -435,10 +444,8 @@ class PeerLink:
         delay = min(owner.backoff_max, owner.backoff_base * (2 ** min(attempt - 1, 16)))
         delay *= random.uniform(0.5, 1.0)
         self._wake.clear()
-        try:
+        with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._wake.wait(), delay)
-        except asyncio.TimeoutError:
-            pass
 
     def kick(self) -> None:
         """Retry a connection now instead of waiting out the backoff."""
@@ -447,10 +454,8 @@ class PeerLink:
     async def close(self) -> None:
         self._closing = True
         self._task.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await self._task
-        except asyncio.CancelledError:
-            pass
         proto = self._proto
         if proto is not None and proto.transport is not None:
             proto.transport.abort()
@@ -469,6 +474,7 @@ class Transport:
                  max_queue_frames: int = 4096, max_queue_bytes: int = 64 * 1024 * 1024,
                  max_write_buffer: int = 4 * 1024 * 1024, connect_timeout: float = 2.0,
                  backoff_base: float = 0.02, backoff_max: float = 1.0,
+                 advertise: tuple[str, int] | None = None,
                  loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.node_id = node_id
         self.host = host
@@ -486,6 +492,11 @@ class Transport:
         self.backoff_max = backoff_max
         self.loop = loop or asyncio.get_running_loop()
         self.links: dict[int, PeerLink] = {}
+        #: Where this node tells its peers it listens (sent in the peer hello).
+        self.advertise = advertise
+        #: Addresses that dialling peers announced in their hello: a node that was just added
+        #: learns where the leader is before its log tells it.
+        self.hints: dict[int, tuple[str, int]] = {}
         self._inbound: set[_Inbound] = set()
         self._servers: list[asyncio.AbstractServer] = []
         self._encode = core.encode_message
@@ -502,10 +513,8 @@ class Transport:
             if len(os.fsencode(path)) > MAX_UNIX_PATH:
                 raise StorageError(f"Unix socket path {path} is longer than {MAX_UNIX_PATH} "
                                    "bytes", hint="use a shorter data directory path")
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
-            except FileNotFoundError:
-                pass
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             old = os.umask(0o177)
             try:
@@ -543,8 +552,11 @@ class Transport:
         for msg in messages:
             link = links.get(msg.dst)
             if link is None:
-                metrics.messages_dropped += 1
-                continue
+                hint = self.hints.get(msg.dst)
+                if hint is None or msg.dst == self.node_id:
+                    metrics.messages_dropped += 1
+                    continue
+                link = links[msg.dst] = PeerLink(self, msg.dst, hint[0], hint[1])
             frame = encode(msg)
             if len(frame) - 4 > self.max_frame:
                 log.error("dropped a %d-byte message to peer %d: over the frame cap of %d",
@@ -573,14 +585,10 @@ class Transport:
         for link in links:
             await link.close()
         for server in self._servers:
-            try:
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(server.wait_closed(), 1.0)
-            except asyncio.TimeoutError:
-                pass
         self._servers.clear()
         if self.unix_path is not None:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.unix_path)
-            except FileNotFoundError:
-                pass
 

@@ -1,0 +1,280 @@
+"""Client request dispatch: every op of ``docs/protocol.md``.
+
+A request is ``{"id": INT, "op": STR, "args": {...}}``; the answer is
+``{"id", "ok": true, "result"}`` or ``{"id", "ok": false, "error": PgraftError.to_wire()}``.
+Arguments are validated here (a bad argument changes nothing); the decisions (is this node the
+leader, may this membership change be proposed) are the Raft core's, reached through
+:class:`pgraft.node.Node`.
+
+The hot ops (``append``, ``kv_put``, ``kv_delete``) take no coroutine: the proposal future gets
+a done-callback that writes the response, and one timer enforces the request's timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import math
+import re
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from .errors import (
+    InvalidArgument,
+    PayloadTooLarge,
+    PgraftError,
+    ProtocolError,
+    Timeout,
+    Unavailable,
+)
+from .transport import ClientConnection
+
+if TYPE_CHECKING:
+    from .node import Node
+
+log = logging.getLogger("pgraft.server")
+
+MAX_ID = (1 << 63) - 1
+MAX_KEY_BYTES = 64 * 1024
+_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+
+# ------------------------------------------------------------------------ validation
+def _int_arg(args: dict[str, Any], name: str, lo: int, hi: int, what: str) -> int:
+    if name not in args:
+        raise InvalidArgument(f"missing argument {name!r}")
+    value = args[name]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgument(f"{name} must be an integer, got {type(value).__name__} "
+                              f"{value!r}")
+    if not lo <= value <= hi:
+        raise InvalidArgument(f"{name} {value} is out of range ({what})")
+    return value
+
+
+def check_node_id(args: dict[str, Any]) -> int:
+    return _int_arg(args, "node_id", 1, MAX_ID, "node ids are positive integers")
+
+
+def check_port(args: dict[str, Any]) -> int:
+    return _int_arg(args, "port", 1, 65535, "a TCP port is between 1 and 65535")
+
+
+def check_address(args: dict[str, Any]) -> str:
+    if "address" not in args:
+        raise InvalidArgument("missing argument 'address'")
+    address = args["address"]
+    hint = "give a host name (node4.example.com) or an IP address (10.0.0.14, fd00::14)"
+    if not isinstance(address, str) or not address or address != address.strip():
+        raise InvalidArgument(f"address {address!r} is not a host name or an IP address",
+                              hint=hint)
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        ip = None
+    if ip is not None:
+        if ip.is_unspecified or ip.is_multicast:
+            raise InvalidArgument(f"address {address} cannot be dialled by other nodes",
+                                  hint="give the node's own routable address")
+        return address
+    name = address[:-1] if address.endswith(".") else address
+    labels = name.split(".")
+    if (len(address) > 253 or not all(_HOST_LABEL.match(label) for label in labels)
+            or labels[-1].isdigit()):
+        raise InvalidArgument(f"address {address!r} is neither a valid host name nor a valid "
+                              "IP address", hint=hint)
+    return address
+
+
+def check_key(args: dict[str, Any]) -> str:
+    key = args.get("key")
+    if not isinstance(key, str) or not key:
+        raise InvalidArgument(f"key must be a non-empty string, got {key!r}")
+    if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+        raise PayloadTooLarge(f"key of {len(key)} characters is over the limit of "
+                              f"{MAX_KEY_BYTES} bytes")
+    return key
+
+
+def check_timeout(args: dict[str, Any], default: float) -> float:
+    value = args.get("timeout")
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(
+            value) or value <= 0:
+        raise InvalidArgument(f"timeout must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+# ---------------------------------------------------------------------------- server
+class Server:
+    """Answers client requests for one :class:`~pgraft.node.Node`."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.loop = node.loop
+        self._slow: dict[str, Callable[[dict[str, Any], float], Awaitable[Any]]] = {
+            "add_node": self._add_node,
+            "remove_node": self._remove_node,
+            "kv_get": self._kv_get,
+            "kv_list_keys": self._kv_list_keys,
+            "transfer_leadership": self._transfer,
+        }
+        self._instant: dict[str, Callable[[dict[str, Any]], Any]] = {
+            "get_nodes": lambda a: node.get_nodes(),
+            "get_leader": lambda a: node.get_leader(),
+            "get_term": lambda a: node.term,
+            "is_leader": lambda a: node.is_leader,
+            "status": lambda a: node.status(),
+            "log_stats": lambda a: node.log_stats(),
+            "get_entry": self._get_entry,
+        }
+
+    # -------------------------------------------------------------- entry point
+    def handle_request(self, conn: ClientConnection, req: dict[str, Any]) -> None:
+        node = self.node
+        node.metrics.client_requests += 1
+        rid = req.get("id")
+        if isinstance(rid, bool) or not isinstance(rid, int):
+            self._error(conn, rid, ProtocolError(f"request id must be an integer, got {rid!r}"))
+            return
+        op = req.get("op")
+        args = req.get("args")
+        if args is None:
+            args = {}
+        try:
+            if not isinstance(args, dict):
+                raise InvalidArgument(f"args must be a map, got {type(args).__name__}")
+            if not isinstance(op, str):
+                raise InvalidArgument(f"op must be a string, got {op!r}")
+            timeout = check_timeout(args, node.config.request_timeout)
+            if op == "append":
+                data = args.get("data")
+                if not isinstance(data, bytes | bytearray):
+                    raise InvalidArgument(f"data must be bytes, got {type(data).__name__}")
+                self._watch(conn, rid, node.propose_append(bytes(data)), timeout)
+                return
+            if op == "kv_put":
+                key = check_key(args)
+                value = args.get("value")
+                if not isinstance(value, str):
+                    raise InvalidArgument(f"value must be a string, got "
+                                          f"{type(value).__name__}")
+                self._watch(conn, rid, node.propose_kv_put(key, value), timeout)
+                return
+            if op == "kv_delete":
+                self._watch(conn, rid, node.propose_kv_delete(check_key(args)), timeout)
+                return
+            instant = self._instant.get(op)
+            if instant is not None:
+                conn.send({"id": rid, "ok": True, "result": instant(args)})
+                return
+            slow = self._slow.get(op)
+            if slow is None:
+                raise InvalidArgument(f"unknown op {op!r}",
+                                      hint="see docs/protocol.md for the list of ops")
+        except PgraftError as exc:
+            self._error(conn, rid, exc)
+            return
+        except Exception as exc:  # a bug must not take the node down
+            log.exception("request %r failed", op)
+            self._error(conn, rid, PgraftError(f"internal error in {op}: {exc}"))
+            return
+        task = self.loop.create_task(self._run_slow(conn, rid, op, slow(args, timeout),
+                                                    timeout))
+        conn.tasks.add(task)
+        task.add_done_callback(conn.tasks.discard)
+
+    def connection_closed(self, conn: ClientConnection) -> None:
+        for task in list(conn.tasks):
+            task.cancel()
+        conn.tasks.clear()
+
+    # -------------------------------------------------------------- responses
+    def _error(self, conn: ClientConnection, rid: Any, exc: PgraftError) -> None:
+        self.node.metrics.client_errors += 1
+        conn.send({"id": rid, "ok": False, "error": exc.to_wire()})
+
+    def _watch(self, conn: ClientConnection, rid: int, fut: asyncio.Future[Any],
+               timeout: float) -> None:
+        """Answer when ``fut`` is done, or Timeout after ``timeout`` seconds."""
+        if fut.done():
+            self._answer(conn, rid, fut)
+            return
+        handle = self.loop.call_later(timeout, self._expire, conn, rid, fut, timeout)
+
+        def done(f: asyncio.Future[Any]) -> None:
+            handle.cancel()
+            if not conn.closed:
+                self._answer(conn, rid, f)
+
+        fut.add_done_callback(done)
+
+    def _expire(self, conn: ClientConnection, rid: int, fut: asyncio.Future[Any],
+                timeout: float) -> None:
+        if not fut.done():
+            # The proposal stays in the log machinery and may still commit: the caller is told
+            # that the outcome is unknown (the node ignores a done future when it applies).
+            fut.set_exception(Timeout(f"no commit within {timeout:g}s"))
+
+    def _answer(self, conn: ClientConnection, rid: int, fut: asyncio.Future[Any]) -> None:
+        if fut.cancelled():
+            self._error(conn, rid, Unavailable("the request was cancelled: the node is "
+                                               "stopping"))
+            return
+        exc = fut.exception()
+        if exc is None:
+            conn.send({"id": rid, "ok": True, "result": fut.result()})
+        elif isinstance(exc, PgraftError):
+            self._error(conn, rid, exc)
+        else:
+            log.error("request %d failed: %r", rid, exc)
+            self._error(conn, rid, PgraftError(f"internal error: {exc}"))
+
+    async def _run_slow(self, conn: ClientConnection, rid: int, op: str,
+                        coro: Awaitable[Any], timeout: float) -> None:
+        try:
+            async with asyncio.timeout(timeout):
+                result = await coro
+        except TimeoutError:
+            self._error(conn, rid, Timeout(f"{op} did not complete within {timeout:g}s"))
+        except PgraftError as exc:
+            self._error(conn, rid, exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("request %r failed", op)
+            self._error(conn, rid, PgraftError(f"internal error in {op}: {exc}"))
+        else:
+            conn.send({"id": rid, "ok": True, "result": result})
+
+    # ------------------------------------------------------------------- ops
+    async def _add_node(self, args: dict[str, Any], timeout: float) -> bool:
+        node_id = check_node_id(args)
+        address = check_address(args)
+        port = check_port(args)
+        await self.node.add_node(node_id, address, port)
+        return True
+
+    async def _remove_node(self, args: dict[str, Any], timeout: float) -> bool:
+        await self.node.remove_node(check_node_id(args))
+        return True
+
+    async def _kv_get(self, args: dict[str, Any], timeout: float) -> str | None:
+        key = check_key(args)
+        await self.node.linearizable_read()
+        return self.node.state.kv.get(key)
+
+    async def _kv_list_keys(self, args: dict[str, Any], timeout: float) -> list[str]:
+        await self.node.linearizable_read()
+        return sorted(self.node.state.kv)
+
+    async def _transfer(self, args: dict[str, Any], timeout: float) -> bool:
+        await self.node.transfer_leadership(check_node_id(args))
+        return True
+
+    def _get_entry(self, args: dict[str, Any]) -> dict[str, Any] | None:
+        index = _int_arg(args, "index", 1, MAX_ID, "log indexes start at 1")
+        return self.node.get_entry(index)
+
