@@ -420,9 +420,9 @@ cdef class Log:
                                       f"max_entry_size {self.max_entry_size}")
         for k in range(n):
             e = batch[k]
-            # A pure Entry's cached record is copied as is; anything else is encoded in place
-            # (the compiled Entry does not expose whether its record is cached).
-            rec = e._record if type(e) is _PyEntry else None
+            # An entry whose record is already encoded (a proposal, or a record received in a
+            # MsgApp) is copied as is: its CRC is computed once (DESIGN rule 4).
+            rec = e.cached_record if (type(e) is _Entry or type(e) is _PyEntry) else None
             if rec is not None:
                 PyObject_GetBuffer(rec, &view, PyBUF_SIMPLE)
                 try:
