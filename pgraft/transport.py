@@ -206,7 +206,8 @@ class _Inbound(asyncio.Protocol):
                 owner.hints[peer_id] = (address, port)
             transport.write(core.encode_control(
                 {"hello": "ok", "node_id": owner.node_id, "version": PROTOCOL_VERSION}))
-            log.debug("inbound peer %d connected from %s", peer_id, self._where)
+            log.debug("node %d: inbound peer %d connected from %s", owner.node_id, peer_id,
+                      self._where)
             return True
         if kind == "client":
             self._mode = "client"
@@ -233,7 +234,8 @@ class _Inbound(asyncio.Protocol):
         assert transport is not None
         err = ProtocolError(reason, hint="connect with a pgraft client or node of the same "
                                          "version")
-        log.warning("refused connection from %s: %s", self._where, reason)
+        log.warning("node %d: refused connection from %s: %s", self._owner.node_id, self._where,
+                    reason)
         self._owner.metrics.frames_rejected += 1
         transport.write(core.encode_control({"hello": "error", "error": err.to_wire()}))
         self._dropped = True
@@ -244,7 +246,8 @@ class _Inbound(asyncio.Protocol):
         assert transport is not None
         who = f"peer {self._peer_id}" if self._mode == "peer" else (
             "client" if self._mode == "client" else "connection")
-        log.warning("dropped %s from %s: %s", who, self._where, reason)
+        log.warning("node %d: dropped %s from %s: %s", self._owner.node_id, who, self._where,
+                    reason)
         self._owner.metrics.frames_rejected += 1
         self._dropped = True
         transport.abort()
@@ -254,8 +257,9 @@ class _Inbound(asyncio.Protocol):
         if not self._dropped and self._decoder.pending_bytes:
             who = f"peer {self._peer_id}" if self._mode == "peer" else (
                 "client" if self._mode == "client" else "connection")
-            log.warning("%s from %s closed in the middle of a frame (%d bytes discarded)",
-                        who, self._where, self._decoder.pending_bytes)
+            log.warning("node %d: %s from %s closed in the middle of a frame (%d bytes "
+                        "discarded)", self._owner.node_id, who, self._where,
+                        self._decoder.pending_bytes)
             self._owner.metrics.frames_rejected += 1
         if self._client is not None:
             self._client.closed = True
@@ -410,8 +414,8 @@ class PeerLink:
                     proto.transport.abort()
                 if not self._reported_failure:
                     self._reported_failure = True
-                    log.info("peer %d at %s unreachable: %s", self.peer_id, self.endpoint,
-                             exc or type(exc).__name__)
+                    log.info("node %d: peer %d at %s unreachable: %s", owner.node_id,
+                             self.peer_id, self.endpoint, exc or type(exc).__name__)
                 attempt += 1
                 await self._backoff(attempt)
                 continue
@@ -420,7 +424,8 @@ class PeerLink:
             self._proto = proto
             self.connected = True
             owner.metrics.peer_connects += 1
-            log.info("connected to peer %d at %s", self.peer_id, self.endpoint)
+            log.info("node %d: connected to peer %d at %s", owner.node_id, self.peer_id,
+                     self.endpoint)
             self.flush()
             try:
                 exc2 = await proto.closed
@@ -433,8 +438,8 @@ class PeerLink:
             self._proto = None
             owner.metrics.peer_disconnects += 1
             if not self._closing:
-                log.info("disconnected from peer %d at %s%s", self.peer_id, self.endpoint,
-                         f": {exc2}" if exc2 else "")
+                log.info("node %d: disconnected from peer %d at %s%s", owner.node_id,
+                         self.peer_id, self.endpoint, f": {exc2}" if exc2 else "")
                 owner.sink.report_unreachable(self.peer_id)
                 attempt = 1
                 await self._backoff(attempt)
@@ -559,7 +564,8 @@ class Transport:
                 link = links[msg.dst] = PeerLink(self, msg.dst, hint[0], hint[1])
             frame = encode(msg)
             if len(frame) - 4 > self.max_frame:
-                log.error("dropped a %d-byte message to peer %d: over the frame cap of %d",
+                log.error("node %d: dropped a %d-byte message to peer %d: over the frame cap of %d",
+                          self.node_id,
                           len(frame), msg.dst, self.max_frame)
                 metrics.messages_dropped += 1
                 continue
