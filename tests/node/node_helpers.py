@@ -1,5 +1,5 @@
-"""Helpers of the node tests. In-process clusters: several :class:`pgraft.node.Node` objects on one uvloop loop, talking
-real TCP on 127.0.0.1. Every wait has a timeout; every test stops its nodes."""
+"""Helpers of the node tests: in-process clusters of several Node objects on one uvloop loop,
+talking real TCP on 127.0.0.1. Every wait has a timeout; every test stops its nodes."""
 
 from __future__ import annotations
 
