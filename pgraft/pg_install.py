@@ -51,8 +51,8 @@ DEFAULT_PG_CONFIGS = ("/usr/lib/postgresql/15/bin/pg_config",)
 PG_OS_USER = "postgres"
 EXTENSION_FILES = ("pgraft.control", "pgraft--1.0.sql")
 # What is copied from the source tree to build the package and the extension.
-_SOURCE_GLOBS = ("pyproject.toml", "setup.py", "README*", "LICENSE*", "pgraft/*.py",
-                 "pgraft/*.pyx", "pgraft/*.pxd", "pgraft/*.h", "pgraft/py.typed",
+_SOURCE_GLOBS = ("pyproject.toml", "setup.py", "README*", "LICENSE*", "pgraft/**/*.py",
+                 "pgraft/**/*.pyx", "pgraft/**/*.pxd", "pgraft/**/*.h", "pgraft/py.typed",
                  "postgres/Makefile", "postgres/*.c", "postgres/*.h", "postgres/*.sql",
                  "postgres/*.control")
 
@@ -179,7 +179,8 @@ def check_reachable(path: Path, user: pwd.struct_passwd | None) -> None:
 def source_files(root: Path) -> list[Path]:
     files: set[Path] = set()
     for pattern in _SOURCE_GLOBS:
-        files.update(p for p in root.glob(pattern) if p.is_file())
+        files.update(p for p in root.glob(pattern)
+                     if p.is_file() and "__pycache__" not in p.parts)
     return sorted(files)
 
 
@@ -255,10 +256,12 @@ def build_extension(src: Path, pg_config: str, python: str) -> None:
          what="installing the extension")
 
 
-def verify_as_pg_user(python: str, user: pwd.struct_passwd | None) -> str:
+def verify_as_pg_user(python: str, user: pwd.struct_passwd | None, src: Path) -> str:
     """Import pgraft as the PostgreSQL OS user, the way the node and PL/Python will."""
-    code = ("import pgraft, pgraft.client, msgpack; "
-            "print(pgraft.__version__, pgraft.IMPLEMENTATION)")
+    modules = ["pgraft", "pgraft.client", "msgpack"]
+    if (src / "pgraft" / "node.py").is_file():
+        modules.append("pgraft.node")
+    code = f"import {', '.join(modules)}; print(pgraft.__version__, pgraft.IMPLEMENTATION)"
     cmd = [python, "-c", code]
     if user is not None and os.geteuid() == 0:
         runuser = shutil.which("runuser")
@@ -316,7 +319,7 @@ def install(pg_config_arg: str | None, prefix_arg: str, source_arg: str | None,
                 raise InstallError(f"the venv's site-packages is {site}, not {expected_site} "
                                    "where the SQL functions look for it")
             build_extension(src, pg_config, python)
-        check = verify_as_pg_user(python, user)
+            check = verify_as_pg_user(python, user, src)
         record = {
             "pgraft_version": check.split()[0] if check else "",
             "implementation": check.split()[1] if len(check.split()) > 1 else "",

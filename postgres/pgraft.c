@@ -40,6 +40,7 @@
 #include "storage/latch.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/guc_tables.h"
 #include "utils/timestamp.h"
 
 PG_MODULE_MAGIC;
@@ -433,7 +434,6 @@ define_settings(void)
 							   "provides the pgraft package to the PL/Python functions.",
 							   &pgraft_python, PGRAFT_DEFAULT_PYTHON,
 							   PGC_POSTMASTER, 0, check_python, NULL, NULL);
-	MarkGUCPrefixReserved("pgraft");
 }
 
 static const char *const setting_names[] = {
@@ -453,6 +453,21 @@ static const char *const setting_names[] = {
 static void
 validate_at_start(char **raw)
 {
+	struct config_generic **vars = get_guc_variables();
+	int			nvars = GetNumConfigOptions();
+
+	/* a misspelled pgraft.* name is still a placeholder: refuse it rather than ignore it */
+	for (int i = 0; i < nvars; i++)
+		if ((vars[i]->flags & GUC_CUSTOM_PLACEHOLDER) != 0 &&
+			strncmp(vars[i]->name, "pgraft.", 7) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("unrecognized configuration parameter \"%s\"", vars[i]->name),
+					 errhint("The pgraft settings are pgraft.node_id, pgraft.address, "
+							 "pgraft.port, pgraft.initial_cluster, pgraft.data_dir, "
+							 "pgraft.election_timeout, pgraft.heartbeat_interval and "
+							 "pgraft.python.")));
+
 	for (int i = 0; i < (int) NUM_SETTINGS; i++)
 		if (raw[i] != NULL)
 			(void) set_config_option(setting_names[i], raw[i], PGC_POSTMASTER, PGC_S_FILE,
@@ -504,9 +519,13 @@ _PG_init(void)
 	define_settings();
 
 	if (!process_shared_preload_libraries_in_progress)
+	{
+		MarkGUCPrefixReserved("pgraft");
 		return;
+	}
 
 	validate_at_start(raw);
+	MarkGUCPrefixReserved("pgraft");
 
 	memset(&worker, 0, sizeof(worker));
 	worker.bgw_flags = BGWORKER_SHMEM_ACCESS;

@@ -1,0 +1,54 @@
+"""Fixtures of the PostgreSQL tests: pgraft installed for the PostgreSQL OS user, servers.
+
+These tests need PostgreSQL 15 with plpython3u and root (to install into /opt/pgraft and run
+the servers as the postgres OS user); `make test` provides both (targets system-deps and
+pg-install). They never skip: a missing piece is a failure that says what to run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pg_harness import PG_CONFIG, PREFIX, PgCluster, processes_under
+
+# The tree installed into PREFIX: this checkout, unless PGRAFT_SOURCE names another.
+ROOT = Path(os.environ.get("PGRAFT_SOURCE") or Path(__file__).resolve().parents[2])
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).resolve().parent
+    for item in items:
+        if here in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(pytest.mark.postgres)
+
+
+@pytest.fixture(scope="session")
+def pgraft_installed() -> str:
+    """Install (or confirm up to date) the extension and the venv the postgres user reads."""
+    if not os.access(PG_CONFIG, os.X_OK):
+        pytest.fail(f"{PG_CONFIG} is missing: run `make system-deps` (PostgreSQL 15, "
+                    "postgresql-plpython3-15, postgresql-server-dev-15)")
+    if shutil.which("runuser") is None or os.geteuid() != 0:
+        pytest.fail("the PostgreSQL tests run as root (they install into "
+                    f"{PREFIX} and start servers as the postgres OS user)")
+    from pgraft import pg_install
+
+    rc = pg_install.main(["--pg-config", PG_CONFIG, "--prefix", PREFIX, "--source", str(ROOT)])
+    assert rc == 0, "pgraft postgres install failed (see its output above)"
+    return PREFIX
+
+
+@pytest.fixture
+def pg_cluster(pgraft_installed: str) -> Iterator[PgCluster]:
+    """An empty set of servers; every process it started is gone afterwards."""
+    cluster = PgCluster()
+    try:
+        yield cluster
+    finally:
+        base = str(cluster.base)
+        cluster.cleanup()
+        assert not processes_under(base), f"processes left behind in {base}"

@@ -1,0 +1,121 @@
+"""pgraft.* settings: invalid values stop the server from starting, or are refused on reload,
+with a message that names the setting; an unconfigured server starts without a node and the
+SQL functions say so clearly."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from pg_harness import PgCluster, PgServer, free_ports, processes_under, wait_for
+
+
+@pytest.fixture(scope="module")
+def server(pgraft_installed: str) -> Iterator[PgServer]:
+    cluster = PgCluster()
+    try:
+        (port,) = free_ports(1)
+        yield cluster.add(1, port, f"1=127.0.0.1:{port}")
+    finally:
+        base = str(cluster.base)
+        cluster.cleanup()
+        assert not processes_under(base), f"processes left behind in {base}"
+
+
+INVALID_AT_START = [
+    ({"pgraft.port": 70000}, 'parameter "pgraft.port"'),
+    ({"pgraft.port": 0}, 'parameter "pgraft.port"'),
+    ({"pgraft.node_id": -1}, 'parameter "pgraft.node_id"'),
+    ({"pgraft.address": "bad host!"}, 'parameter "pgraft.address"'),
+    ({"pgraft.address": "0.0.0.0"}, 'parameter "pgraft.address"'),
+    ({"pgraft.initial_cluster": "1=127.0.0.1:7001,1=127.0.0.1:7002"},
+     'parameter "pgraft.initial_cluster"'),
+    ({"pgraft.initial_cluster": "1=127.0.0.1"}, 'parameter "pgraft.initial_cluster"'),
+    ({"pgraft.initial_cluster": "x=127.0.0.1:7001"}, 'parameter "pgraft.initial_cluster"'),
+    ({"pgraft.initial_cluster": "1=127.0.0.1:99999"}, 'parameter "pgraft.initial_cluster"'),
+    ({"pgraft.initial_cluster": "2=127.0.0.1:7002,3=127.0.0.1:7003"},
+     "pgraft.initial_cluster does not list this node"),
+    ({"pgraft.election_timeout": "soon"}, 'parameter "pgraft.election_timeout"'),
+    ({"pgraft.election_timeout": 200, "pgraft.heartbeat_interval": 300},
+     "pgraft.heartbeat_interval (300 ms) must be shorter than pgraft.election_timeout"),
+    ({"pgraft.python": "python3"}, 'parameter "pgraft.python"'),
+    ({"pgraft.data_dir": ""}, 'parameter "pgraft.data_dir"'),
+    ({"pgraft.data_dir": "d" * 120}, 'parameter "pgraft.data_dir"'),
+    ({"pgraft.no_such_setting": "1"}, 'parameter "pgraft.no_such_setting"'),
+]
+
+
+@pytest.mark.parametrize(("overrides", "message"), INVALID_AT_START,
+                         ids=[next(iter(o)) + "=" + str(next(iter(o.values())))
+                              for o, _ in INVALID_AT_START])
+def test_invalid_setting_stops_server_start(server: PgServer, overrides: dict[str, object],
+                                            message: str) -> None:
+    server.stop()
+    server.logfile.unlink(missing_ok=True)
+    server.write_conf(overrides)
+    try:
+        proc = server.start(check=False)
+        assert proc.returncode != 0, "the server started with an invalid pgraft setting"
+        log = server.log()
+        assert message in log, log[-3000:]
+        assert not server.node_pids()
+    finally:
+        server.stop("immediate")
+        server.write_conf()
+
+
+def test_invalid_setting_refused_on_reload(server: PgServer) -> None:
+    server.write_conf()
+    server.start()
+    pid = server.node_pid()
+    port_before = server.scalar("SHOW pgraft.port")
+    server.write_conf({"pgraft.initial_cluster": "1=127.0.0.1:7001,,2=x:1",
+                       "pgraft.port": 70000})
+    server.reload()
+    wait_for(lambda: 'invalid value for parameter "pgraft.initial_cluster"' in server.log(),
+             timeout=30, what="the reload to be refused in the server log")
+    wait_for(lambda: 'parameter "pgraft.port"' in server.log(), timeout=30,
+             what="the port to be refused in the server log")
+    assert server.running()
+    assert server.scalar("SHOW pgraft.port") == port_before
+    assert server.node_pids() == [pid], "a refused reload must not disturb the node"
+    server.write_conf()
+    server.reload()
+
+
+def test_valid_change_needs_restart(server: PgServer) -> None:
+    if not server.running():
+        server.write_conf()
+        server.start()
+    server.write_conf({"pgraft.election_timeout": 1500})
+    server.reload()
+    wait_for(lambda: 'parameter "pgraft.election_timeout" cannot be changed without '
+             "restarting the server" in server.log(), timeout=30,
+             what="PostgreSQL to say the setting needs a restart")
+    server.write_conf()
+    server.reload()
+
+
+def test_unconfigured_server_starts_without_node(server: PgServer) -> None:
+    server.stop()
+    server.write_conf({"pgraft.node_id": None, "pgraft.initial_cluster": None})
+    try:
+        server.start()
+        wait_for(lambda: "pgraft.node_id is not set; no pgraft node is started" in server.log(),
+                 timeout=30, what="the launcher to log that no node is configured")
+        assert not server.node_pids()
+        server.sql("CREATE EXTENSION IF NOT EXISTS pgraft CASCADE")
+        with pytest.raises(psycopg.Error) as info:
+            server.sql("SELECT * FROM pgraft_get_nodes()")
+        err = info.value
+        assert err.sqlstate == "08006"
+        assert err.diag.message_primary == ("cannot list nodes: the pgraft node of this server "
+                                            "is not running or not reachable")
+        assert "pgraft.node_id" in (err.diag.message_hint or "")
+        assert "Traceback" not in str(err)
+        assert server.scalar("SELECT pgraft_socket_path()") == \
+            str(server.data / "pgraft" / "node.sock")
+    finally:
+        server.stop()
+        server.write_conf()
