@@ -208,6 +208,8 @@ class Server:
             handle.cancel()
             if not conn.closed:
                 self._answer(conn, rid, f)
+            elif not f.cancelled():
+                f.exception()  # nobody to tell: mark the outcome as seen
 
         fut.add_done_callback(done)
 
