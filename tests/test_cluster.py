@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -241,3 +242,47 @@ def test_pgraft_demo_end_to_end() -> None:
     assert "promoted it to voter" in out
     assert "Traceback" not in proc.stderr
 
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if text.encode() in f.read():
+                    pids.append(int(entry))
+        except OSError:
+            continue
+    return pids
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_pgraft_demo_cleans_up_on_ctrl_c() -> None:
+    from cluster_harness import node_available
+
+    if not node_available():
+        pytest.skip("the node runtime (pgraft.node) is not available")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(pgraft.__file__)))
+    env = dict(os.environ, PYTHONPATH=root, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "pgraft", "demo"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        assert first.startswith("Starting a 3-node pgraft cluster in "), first
+        base_dir = first.rsplit(" ", 1)[1].strip()
+        for line in proc.stdout:
+            if line.startswith("Step 1"):
+                break
+        proc.send_signal(signal.SIGINT)
+        rest = proc.communicate(timeout=60)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 130, rest
+    assert "Traceback" not in rest and "error: interrupted" in rest
+    assert not os.path.exists(base_dir)
+    wait_until("the demo's nodes to be gone", lambda: not _processes_mentioning(base_dir), 10)
