@@ -22,6 +22,7 @@ follower raises :class:`~pgraft.errors.NotLeaderError` with ``leader_id``/``lead
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import math
 import os
@@ -777,6 +778,13 @@ class Client:
             loop.run_until_complete(loop.shutdown_default_executor())
         finally:
             loop.close()
+
+    def __del__(self) -> None:
+        # A forgotten client still releases its socket and loop when it is collected.
+        loop = getattr(self, "_loop", None)  # None also when __init__ raised
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(Exception):
+                self.close()
 
     def __enter__(self) -> Client:
         return self

@@ -542,3 +542,15 @@ def test_public_names() -> None:
     sync_methods = {n for n in dir(pgraft.Client)
                     if not n.startswith("_") and callable(getattr(pgraft.Client, n))}
     assert async_methods <= sync_methods
+
+
+def test_forgotten_sync_client_releases_its_resources(fake: FakeNode) -> None:
+    import gc
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ResourceWarning)
+        c = pgraft.Client(fake.address)
+        assert c.get_term() == 3
+        del c
+        gc.collect()
