@@ -13,6 +13,7 @@ a done-callback that writes the response, and one timer enforces the request's t
 from __future__ import annotations
 
 import asyncio
+import heapq
 import ipaddress
 import logging
 import math
@@ -37,6 +38,8 @@ log = logging.getLogger("pgraft.server")
 
 MAX_ID = (1 << 63) - 1
 MAX_KEY_BYTES = 64 * 1024
+#: Granularity (seconds) of request deadlines.
+DEADLINE_RESOLUTION = 0.05
 _HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 
 
@@ -114,6 +117,10 @@ class Server:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.loop = node.loop
+        self._buckets: dict[int, dict[asyncio.Future[Any], float]] = {}
+        self._bucket_keys: list[int] = []
+        self._sweep_at: int | None = None
+        self._sweep_handle: asyncio.TimerHandle | None = None
         self._slow: dict[str, Callable[[dict[str, Any], float], Awaitable[Any]]] = {
             "add_node": self._add_node,
             "remove_node": self._remove_node,
@@ -198,14 +205,27 @@ class Server:
 
     def _watch(self, conn: ClientConnection, rid: int, fut: asyncio.Future[Any],
                timeout: float) -> None:
-        """Answer when ``fut`` is done, or Timeout after ``timeout`` seconds."""
+        """Answer when ``fut`` is done, or Timeout after ``timeout`` seconds.
+
+        Deadlines sit in buckets of ``DEADLINE_RESOLUTION`` seconds swept by one timer (a
+        timer per request costs more than the rest of an append on the hot path)."""
         if fut.done():
             self._answer(conn, rid, fut)
             return
-        handle = self.loop.call_later(timeout, self._expire, conn, rid, fut, timeout)
+        key = int((self.loop.time() + timeout) / DEADLINE_RESOLUTION) + 1
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = {}
+            heapq.heappush(self._bucket_keys, key)
+            if self._sweep_at is None or key < self._sweep_at:
+                self._schedule_sweep(key)
+        bucket[fut] = timeout
+        buckets = self._buckets
 
         def done(f: asyncio.Future[Any]) -> None:
-            handle.cancel()
+            b = buckets.get(key)
+            if b is not None:
+                b.pop(f, None)
             if not conn.closed:
                 self._answer(conn, rid, f)
             elif not f.cancelled():
@@ -213,12 +233,36 @@ class Server:
 
         fut.add_done_callback(done)
 
-    def _expire(self, conn: ClientConnection, rid: int, fut: asyncio.Future[Any],
-                timeout: float) -> None:
-        if not fut.done():
-            # The proposal stays in the log machinery and may still commit: the caller is told
-            # that the outcome is unknown (the node ignores a done future when it applies).
-            fut.set_exception(Timeout(f"no commit within {timeout:g}s"))
+    def _schedule_sweep(self, key: int) -> None:
+        if self._sweep_handle is not None:
+            self._sweep_handle.cancel()
+        self._sweep_at = key
+        self._sweep_handle = self.loop.call_at(key * DEADLINE_RESOLUTION, self._sweep)
+
+    def _sweep(self) -> None:
+        self._sweep_handle = None
+        self._sweep_at = None
+        now_key = int(self.loop.time() / DEADLINE_RESOLUTION)
+        keys = self._bucket_keys
+        while keys and keys[0] <= now_key:
+            bucket = self._buckets.pop(heapq.heappop(keys), None)
+            if not bucket:
+                continue
+            for fut, timeout in list(bucket.items()):
+                if not fut.done():
+                    # The proposal stays in the log machinery and may still commit: the caller
+                    # is told that the outcome is unknown (the node ignores a done future when
+                    # it applies).
+                    fut.set_exception(Timeout(f"no commit within {timeout:g}s"))
+        if keys:
+            self._schedule_sweep(keys[0])
+
+    def close(self) -> None:
+        """Stop the deadline timer."""
+        if self._sweep_handle is not None:
+            self._sweep_handle.cancel()
+            self._sweep_handle = None
+            self._sweep_at = None
 
     def _answer(self, conn: ClientConnection, rid: int, fut: asyncio.Future[Any]) -> None:
         if fut.cancelled():

@@ -170,3 +170,25 @@ def test_no_leader_is_a_clear_error(tmpdir_short: str) -> None:
             await c.stop_all()
 
     run(scenario(), 60)
+
+
+def test_uncommittable_write_times_out(tmpdir_short: str) -> None:
+    async def scenario() -> None:
+        # a long election timeout: the leader keeps its role while its followers are gone
+        c = Cluster(tmpdir_short, 3, election_timeout_ms=3000, heartbeat_interval_ms=100)
+        try:
+            await c.start_all()
+            lead = await c.wait_leader(20)
+            for i in [i for i in c.nodes if i != lead.node_id]:
+                await c.stop(i)
+            async with await pgraft.connect(f"127.0.0.1:{lead.port}") as cl:
+                t0 = asyncio.get_running_loop().time()
+                with pytest.raises(pgraft.Timeout):
+                    await cl.append(b"never-commits", timeout=0.3)
+                assert asyncio.get_running_loop().time() - t0 < 2.0
+                # the node still answers
+                assert await cl.get_term() >= 1
+        finally:
+            await c.stop_all()
+
+    run(scenario(), 60)
