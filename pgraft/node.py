@@ -62,6 +62,7 @@ from .raft import (
 from .raft.membership import EMPTY, validate_address, validate_node_id
 from .server import Server
 from .state import (
+    TAG_APPEND,
     AppliedState,
     Member,
     describe_entry_data,
@@ -669,7 +670,13 @@ class Node:
             if e.type == ENTRY_CONF_CHANGE:
                 result: Any = self._apply_conf_change(e)
             else:
-                result = apply_normal(index, e.term, e.data)
+                data = e.data
+                if not data:
+                    result = None  # a leader's no-op
+                elif data[0] == TAG_APPEND:
+                    result = index  # a user append changes nothing but the applied index
+                else:
+                    result = apply_normal(index, e.term, data)
             if pending:
                 p = pending.pop(index, None)
                 if p is not None:
@@ -680,6 +687,8 @@ class Node:
                     else:
                         self._fail_overwritten(index, p)
         metrics.entries_applied += len(entries)
+        last = entries[-1]
+        state.mark_applied(last.index, last.term)
         applied = state.applied_index
         if self._read_waiters and self._read_waiters[0][0] <= applied:
             self._release_reads(applied)
