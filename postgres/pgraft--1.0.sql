@@ -79,17 +79,31 @@ if bridge is None:
             sys.path.insert(0, site)
         try:
             import pgraft
-            from pgraft.errors import ConnectionFailed, NotLeaderError, PgraftError
+            from pgraft.errors import (
+                ConnectionFailed,
+                InvalidArgument,
+                NotLeaderError,
+                PayloadTooLarge,
+                PgraftError,
+            )
         except ImportError as exc:
             return None, setup_error(
                 "pgraft: PL/Python cannot import the pgraft package: %s" % exc, "58P01",
                 hint=install_hint,
                 detail="searched %s (from pgraft.python = %s)" % (site, python))
 
+        fallback_hints = [
+            (PayloadTooLarge, "keep keys, values and entries under the limit; store large "
+                              "data elsewhere and replicate a reference to it"),
+            (InvalidArgument, "see the function's signature in the pgraft documentation"),
+        ]
+
         def failure(message, exc, hint=None, detail=None):
+            if hint is None:
+                hint = exc.hint or next((h for cls, h in fallback_hints
+                                         if isinstance(exc, cls)), None)
             return {"ok": False, "message": message, "sqlstate": exc.sqlstate,
-                    "hint": hint if hint is not None else (exc.hint or None),
-                    "detail": detail}
+                    "hint": hint, "detail": detail}
 
         def shape(op, result):
             if op == "get_nodes":
