@@ -36,3 +36,23 @@ lint: setup
 
 clean:
 	rm -rf build dist *.egg-info pgraft/*.so pgraft/_core.c pgraft/_log.c
+
+# ---- PostgreSQL side (issue 5) ------------------------------------------------------------
+#   make system-deps  PostgreSQL 15, plpython3, server headers, python3-venv, a C toolchain
+#                     (apt-get, quiet; as root only -- otherwise it says what to run)
+#   make pg-install   `pgraft postgres install`: the extension + /opt/pgraft/venv (a no-op
+#                     when nothing changed); PG_CONFIG / PGRAFT_PREFIX to override
+PG_CONFIG     ?= /usr/lib/postgresql/15/bin/pg_config
+PGRAFT_PREFIX ?= /opt/pgraft
+
+.PHONY: system-deps pg-install
+
+system-deps:
+	scripts/install-system-deps.sh
+
+pg-install: setup system-deps
+	$(PY) -m pgraft.pg_install --pg-config $(PG_CONFIG) --prefix $(PGRAFT_PREFIX)
+
+# The venv needs python3-venv, and the PostgreSQL tests need the servers and the install.
+$(VENV)/.stamp-deps: | system-deps
+test: system-deps pg-install
