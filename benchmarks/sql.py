@@ -1,0 +1,155 @@
+"""Whole-cluster benchmark through SQL: three PostgreSQL 15 servers with pgraft, psycopg on
+the leader.
+
+Measures (targets from issue 5, in the README):
+
+- ``pgraft_log_append`` and ``pgraft_kv_put`` commit time, p50 (target ≤ 2 ms);
+- ``pgraft_add_node`` p50 (target ≤ 5 ms), each adding a node id never used before (a node
+  with no server behind it: it joins as a learner, so it costs the cluster no quorum), removed
+  again after the measurement;
+- the time from ``pgraft_add_node`` returning until ``pgraft_get_nodes()`` lists the new node
+  on every server (target ≤ 50 ms), polled over one open connection per server;
+- for scale: ``SELECT 1`` and ``pgraft_get_term()`` (a read through PL/Python and the client)
+  on the same connection.
+
+Run as root after ``make pg-install``: ``.venv/bin/python benchmarks/sql.py --count 200
+[--json FILE]``. It creates its servers under /tmp and removes them afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from pgraft.pg_demo import PG_CONFIG, Server, pick_ports, wait_for  # noqa: E402
+
+
+def quantiles(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+
+    def q(p: float) -> float:
+        return ordered[min(len(ordered) - 1, int(p * len(ordered)))]
+
+    return {"n": len(ordered), "p50_ms": statistics.median(ordered) * 1000,
+            "p95_ms": q(0.95) * 1000, "p99_ms": q(0.99) * 1000, "max_ms": ordered[-1] * 1000}
+
+
+def timed(fn: Callable[[int], Any], count: int, warmup: int = 5) -> list[float]:
+    for i in range(warmup):
+        fn(-1 - i)
+    samples = []
+    for i in range(count):
+        started = time.perf_counter()
+        fn(i)
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
+def run(count: int, add_count: int) -> dict[str, Any]:
+    bindir = Path(subprocess.run([PG_CONFIG, "--bindir"], capture_output=True, text=True,
+                                 check=True).stdout.strip())
+    base = Path(tempfile.mkdtemp(prefix="pgraft-sqlbench-", dir="/tmp"))
+    os.chmod(base, 0o755)
+    servers: list[Server] = []
+    try:
+        ports = pick_ports()
+        initial = ",".join(f"{i}=127.0.0.1:{ports[i - 1]}" for i in (1, 2, 3))
+        servers = [Server(base, i, ports[i - 1], initial, bindir) for i in (1, 2, 3)]
+        for s in servers:
+            s.create()
+            s.start()
+            s.query("CREATE EXTENSION pgraft CASCADE")
+
+        def agreed() -> Server | None:
+            ids = {s.scalar("SELECT pgraft_get_leader()") for s in servers}
+            return next((s for s in servers if s.node_id in ids), None) \
+                if len(ids) == 1 else None
+
+        leader = wait_for(agreed, 60, "a leader")
+        conns = {s.node_id: s.connect() for s in servers}
+        lc = conns[leader.node_id]
+        payload = b"x" * 64
+        results: dict[str, Any] = {}
+        results["select_1"] = quantiles(timed(lambda i: lc.execute("SELECT 1").fetchone(),
+                                              count))
+        results["pgraft_get_term"] = quantiles(timed(
+            lambda i: lc.execute("SELECT pgraft_get_term()").fetchone(), count))
+        results["pgraft_log_append"] = quantiles(timed(
+            lambda i: lc.execute("SELECT pgraft_log_append(%s)", [payload]).fetchone(),
+            count))
+        results["pgraft_kv_put"] = quantiles(timed(
+            lambda i: lc.execute("SELECT pgraft_kv_put(%s, 'value')",
+                                 [f"key{i % 100}"]).fetchone(), count))
+
+        add_times, visible_times = [], []
+        for i in range(add_count):
+            node_id = 100 + i
+            started = time.perf_counter()
+            assert lc.execute("SELECT pgraft_add_node(%s, '127.0.0.1', %s)",
+                              [node_id, 20000 + i]).fetchone()[0] is True
+            returned = time.perf_counter()
+            add_times.append(returned - started)
+            pending = set(conns)
+            while pending:
+                for nid in list(pending):
+                    row = conns[nid].execute(
+                        "SELECT count(*) FROM pgraft_get_nodes() WHERE node_id = %s",
+                        [node_id]).fetchone()
+                    if row[0] == 1:
+                        pending.discard(nid)
+                if time.perf_counter() - returned > 10:
+                    raise RuntimeError(f"node {node_id} not listed everywhere after 10 s")
+            visible_times.append(time.perf_counter() - returned)
+            wait_for(lambda n=node_id: lc.execute("SELECT pgraft_remove_node(%s)",
+                                                  [n]).fetchone()[0], 30,
+                     f"removing node {node_id}")
+        results["pgraft_add_node"] = quantiles(add_times)
+        results["add_node_listed_everywhere"] = quantiles(visible_times)
+        for c in conns.values():
+            c.close()
+        return results
+    finally:
+        for s in servers:
+            try:
+                s.stop()
+            except Exception as exc:  # noqa: BLE001 - keep stopping the others
+                print(f"could not stop {s.name}: {exc}", file=sys.stderr)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--count", type=int, default=200, help="calls per measured function")
+    p.add_argument("--add-count", type=int, default=20, help="pgraft_add_node calls")
+    p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    ns = p.parse_args(argv)
+    if os.geteuid() != 0:
+        print("run as root (the servers run as the postgres OS user)", file=sys.stderr)
+        return 1
+    results = run(ns.count, ns.add_count)
+    targets = {"pgraft_log_append": 2.0, "pgraft_kv_put": 2.0, "pgraft_add_node": 5.0,
+               "add_node_listed_everywhere": 50.0}
+    print(f"{'measure':30} {'n':>5} {'p50 ms':>9} {'p95 ms':>9} {'max ms':>9}  target p50")
+    for name, r in results.items():
+        target = f"≤ {targets[name]:g} ms" if name in targets else ""
+        print(f"{name:30} {r['n']:5d} {r['p50_ms']:9.3f} {r['p95_ms']:9.3f} "
+              f"{r['max_ms']:9.3f}  {target}")
+    if ns.json:
+        Path(ns.json).write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
