@@ -268,14 +268,28 @@ def verify_as_pg_user(python: str, user: pwd.struct_passwd | None, src: Path) ->
         if runuser:
             cmd = [runuser, "-u", user.pw_name, "--", *cmd]
     env = {"PATH": "/usr/bin:/bin", "HOME": "/", "LANG": "C.UTF-8"}
-    return _run(cmd, cwd="/", env=env,
-                what=f"importing pgraft as the {PG_OS_USER} OS user").strip()
+    try:
+        return _run(cmd, cwd="/", env=env,
+                    what=f"importing pgraft as the {PG_OS_USER} OS user").strip()
+    except InstallError as exc:
+        missing = re.search(r"No module named '(pgraft\.[\w.]+)'", str(exc))
+        if missing and (src / Path(*missing.group(1).split("."))).is_dir():
+            raise InstallError(
+                f"{exc}\nThe package {missing.group(1)} exists in the sources but was not "
+                "installed: pyproject.toml must list every subpackage ([tool.setuptools] "
+                "packages, or packages.find)") from None
+        raise
 
 
 def installed_ok(record: dict[str, object], pg: dict[str, str]) -> bool:
+    """The recorded installation is in place, and the server's pgraft.so points at it."""
     python = str(record.get("python", ""))
-    return (os.access(python, os.X_OK)
-            and (Path(pg["pkglibdir"]) / "pgraft.so").is_file()
+    library = Path(pg["pkglibdir"]) / "pgraft.so"
+    try:
+        points_here = python.encode() + b"\0" in library.read_bytes()
+    except OSError:
+        return False
+    return (bool(python) and os.access(python, os.X_OK) and points_here
             and all((Path(pg["sharedir"]) / "extension" / f).is_file() for f in EXTENSION_FILES))
 
 
@@ -318,8 +332,10 @@ def install(pg_config_arg: str | None, prefix_arg: str, source_arg: str | None,
             if os.path.realpath(site) != os.path.realpath(expected_site):
                 raise InstallError(f"the venv's site-packages is {site}, not {expected_site} "
                                    "where the SQL functions look for it")
-            build_extension(src, pg_config, python)
+            # Check the environment before replacing the server's extension files with ones
+            # that point at it.
             check = verify_as_pg_user(python, user, src)
+            build_extension(src, pg_config, python)
         record = {
             "pgraft_version": check.split()[0] if check else "",
             "implementation": check.split()[1] if len(check.split()) > 1 else "",
