@@ -13,10 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pg_harness import PG_CONFIG, PREFIX, PgCluster, processes_under
-
-# The tree installed into PREFIX: this checkout, unless PGRAFT_SOURCE names another.
-ROOT = Path(os.environ.get("PGRAFT_SOURCE") or Path(__file__).resolve().parents[2])
+from pg_harness import PG_CONFIG, PREFIX, SOURCE_ROOT, PgCluster, processes_under
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -37,7 +34,8 @@ def pgraft_installed() -> str:
                     f"{PREFIX} and start servers as the postgres OS user)")
     from pgraft import pg_install
 
-    rc = pg_install.main(["--pg-config", PG_CONFIG, "--prefix", PREFIX, "--source", str(ROOT)])
+    rc = pg_install.main(["--pg-config", PG_CONFIG, "--prefix", PREFIX,
+                          "--source", str(SOURCE_ROOT)])
     assert rc == 0, "pgraft postgres install failed (see its output above)"
     return PREFIX
 

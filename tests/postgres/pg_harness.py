@@ -27,6 +27,8 @@ import psycopg
 PG_OS_USER = "postgres"
 PG_CONFIG = os.environ.get("PGRAFT_PG_CONFIG", "/usr/lib/postgresql/15/bin/pg_config")
 PREFIX = os.environ.get("PGRAFT_PREFIX", "/opt/pgraft")
+# The tree installed into PREFIX: this checkout, unless PGRAFT_SOURCE names another.
+SOURCE_ROOT = Path(os.environ.get("PGRAFT_SOURCE") or Path(__file__).resolve().parents[2])
 # The election timeout used by the tests: short enough to keep failovers quick, long enough
 # that a loaded 2-core machine running four PostgreSQL servers does not elect needlessly.
 ELECTION_TIMEOUT_MS = 1000
