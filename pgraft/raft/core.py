@@ -695,9 +695,10 @@ class RawNode:
                 return
             pr.recent_active = True
             pr.probe_sent = False
-            if pr.state == REPLICATE and pr.is_paused():
-                pr.inflight.popleft()  # a lost MsgAppResp must not stall the window forever
-            if pr.match < self.log.last_index():
+            last = self.log.last_index()
+            if pr.state == REPLICATE and pr.heartbeat_stalled(last, 3):
+                pr.become_probe()
+            if pr.match < last:
                 self._bcast_pending = True
             if m.context:
                 req = self.readonly.ack(m.context, m.src)

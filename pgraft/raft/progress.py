@@ -22,7 +22,7 @@ from .types import PROBE, REPLICATE, SNAPSHOT
 class Progress:
     __slots__ = ("match", "next", "state", "probe_sent", "inflight", "max_inflight",
                  "pending_snapshot", "recent_active", "learner", "caught_up_ticks",
-                 "sent_commit")
+                 "sent_commit", "stalled")
 
     def __init__(self, next_index: int, max_inflight: int, learner: bool = False) -> None:
         self.match = 0
@@ -36,6 +36,7 @@ class Progress:
         self.learner = learner
         self.caught_up_ticks = 0
         self.sent_commit = 0
+        self.stalled = (0, 0)  # (match at the last heartbeat response, how many in a row)
 
     def __repr__(self) -> str:
         return (f"Progress(match={self.match}, next={self.next}, state={self.state}, "
@@ -63,6 +64,17 @@ class Progress:
     def become_snapshot(self, index: int) -> None:
         self._reset(SNAPSHOT)
         self.pending_snapshot = index
+
+    def heartbeat_stalled(self, last_index: int, limit: int) -> bool:
+        """A heartbeat response arrived. True once ``limit`` responses in a row found the
+        follower behind with no progress: AppendEntries were lost, so probe again (a
+        pipelined leader has nothing else that would notice if no new entry comes)."""
+        if self.match >= last_index or self.stalled[0] != self.match:
+            self.stalled = (self.match, 0)
+            return False
+        count = self.stalled[1] + 1
+        self.stalled = (self.match, count)
+        return count >= limit
 
     def is_paused(self) -> bool:
         state = self.state

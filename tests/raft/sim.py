@@ -1,0 +1,376 @@
+"""A seeded, randomized simulation of a pgraft cluster, checking Raft's safety properties.
+
+Every run is a pure function of its seed. The network drops, duplicates, delays and reorders
+messages and can be partitioned; nodes crash (losing whatever a Ready had not persisted yet)
+and restart from their storage; the leader proposes entries and membership changes (new empty
+nodes join as learners and are promoted automatically, members — the leader too — are
+removed); nodes compact their logs so that others catch up by snapshot.
+
+Checked after every step:
+
+* Election Safety: at most one leader per term.
+* Log Matching: two persisted entries with the same index and term carry the same data and
+  follow entries of the same term (so, inductively, the logs are identical up to there).
+* Leader Completeness: a leader of term T holds every entry committed in a term before T.
+* State Machine Safety: every node applies the same entry at each index.
+
+After the faults stop, the cluster must converge: one leader, every member has applied the
+leader's whole log and agrees on the membership.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from pgraft._impl import core
+from pgraft.errors import PgraftError
+from pgraft.raft import Config, ConfChange, MemoryStorage, RawNode
+from pgraft.raft.membership import EMPTY
+from pgraft.raft.types import LEADER
+
+MSG_SNAP = core.MSG_SNAP
+
+
+class SimNode:
+    def __init__(self, node_id: int, storage: MemoryStorage, sim: Simulation) -> None:
+        self.id = node_id
+        self.storage = storage
+        self.sim = sim
+        self.raw: RawNode | None = None
+        self.applied = 0
+        self.applied_membership = EMPTY
+        self.start()
+
+    def start(self) -> None:
+        snap = self.storage.snapshot_meta()
+        self.raw = RawNode(Config(self.id, election_ticks=10, heartbeat_ticks=2,
+                                  pre_vote=self.sim.pre_vote, check_quorum=True,
+                                  max_msg_bytes=400, max_inflight=8, promote_within=4,
+                                  promote_ticks=2, applied=snap.index,
+                                  rand=random.Random(self.sim.rand.random())),
+                           self.storage)
+        self.applied = snap.index
+        self.applied_membership = snap.membership or EMPTY
+
+
+class SafetyViolation(AssertionError):
+    pass
+
+
+class Simulation:
+    def __init__(self, seed: int, size: int = 3, steps: int = 3000,
+                 pre_vote: bool | None = None) -> None:
+        self.seed = seed
+        self.rand = random.Random(seed)
+        self.steps = steps
+        self.pre_vote = self.rand.random() < 0.8 if pre_vote is None else pre_vote
+        members = {i: (f"10.0.0.{i}", 7000 + i) for i in range(1, size + 1)}
+        self.nodes: dict[int, SimNode] = {}
+        for i in members:
+            s = MemoryStorage()
+            RawNode.bootstrap(s, members)
+            self.nodes[i] = SimNode(i, s, self)
+        self.next_id = size + 1
+        self.down: set[int] = set()
+        self.groups: list[set[int]] = []
+        self.net: list[tuple[int, int, Any]] = []  # (deliver after, seq, message)
+        self.time = 0
+        self.seq = 0
+        self.faults = True
+        # global knowledge for the checks
+        self.leaders: dict[int, int] = {}  # term -> leader id
+        self.entries: dict[tuple[int, int], tuple[bytes, int, int]] = {}
+        self.applied: dict[int, tuple[int, bytes]] = {}  # index -> (term, data)
+        self.commit_term: dict[int, int] = {}  # index -> lowest term it was known committed
+        self.checked_leaders: set[tuple[int, int]] = set()
+        self.commit_seen: dict[tuple[int, int], int] = {}
+        self.proposals = 0
+        self.log: list[str] = []
+
+    # ------------------------------------------------------------ network
+    def reachable(self, a: int, b: int) -> bool:
+        if not self.groups:
+            return True
+        ga = next((g for g in self.groups if a in g), None)
+        gb = next((g for g in self.groups if b in g), None)
+        return ga is gb
+
+    def send(self, m: Any) -> None:
+        r = self.rand
+        if self.faults and r.random() < 0.05:
+            if m.type == MSG_SNAP:
+                self.report_snapshot(m, False)  # the snapshot stream broke
+            return  # dropped
+        copies = 2 if self.faults and r.random() < 0.03 else 1
+        for _ in range(copies):
+            delay = r.randrange(6) if self.faults else 0
+            self.seq += 1
+            self.net.append((self.time + delay, self.seq, m))
+
+    def deliver_one(self) -> None:
+        now = self.time if self.faults else 1 << 62
+        ready = [k for k, (t, _, _) in enumerate(self.net) if t <= now]
+        if not ready:
+            return
+        k = self.rand.choice(ready) if self.faults else ready[0]
+        _, _, m = self.net.pop(k)
+        if m.dst in self.down or m.dst not in self.nodes or not self.reachable(m.src, m.dst):
+            if m.type == MSG_SNAP:
+                self.report_snapshot(m, False)
+            return
+        raw = self.nodes[m.dst].raw
+        assert raw is not None
+        raw.step(m)
+        if m.type == MSG_SNAP:
+            self.report_snapshot(m, True)
+
+    def report_snapshot(self, m: Any, ok: bool) -> None:
+        """What the runtime's snapshot sender tells the leader once a stream ends."""
+        src = self.nodes.get(m.src)
+        if src is not None and src.raw is not None:
+            src.raw.report_snapshot(m.dst, ok)
+
+    # ------------------------------------------------------------- nodes
+    def handle_ready(self, n: SimNode, crash_chance: float) -> None:
+        raw = n.raw
+        assert raw is not None
+        if not raw.has_ready():
+            return
+        rd = raw.ready()
+        for m in rd.messages:  # allowed before persisting (see Ready)
+            self.send(m)
+        if crash_chance and self.rand.random() < crash_chance:
+            self.crash(n.id)
+            return
+        st = n.storage
+        if rd.snapshot is not None:
+            st.apply_snapshot(rd.snapshot)
+            n.applied = rd.snapshot.index
+            n.applied_membership = rd.snapshot.membership or EMPTY
+        if rd.entries:
+            st.append(rd.entries)
+            self.check_persisted(n, rd.entries)
+        if rd.hard_state is not None:
+            st.set_hard_state(rd.hard_state)
+        for e in rd.committed_entries:
+            self.check_apply(n, e)
+        raw.advance(rd)
+
+    def crash(self, node_id: int) -> None:
+        self.down.add(node_id)
+        self.nodes[node_id].raw = None
+        self.log.append(f"t={self.time} crash {node_id}")
+
+    def restart(self, node_id: int) -> None:
+        self.down.discard(node_id)
+        self.nodes[node_id].start()
+        self.log.append(f"t={self.time} restart {node_id}")
+
+    def leader(self) -> SimNode | None:
+        best = None
+        for i, n in self.nodes.items():
+            if i not in self.down and n.raw is not None and n.raw.role == LEADER and (
+                    best is None or n.raw.term > best.raw.term):
+                best = n
+        return best
+
+    # ------------------------------------------------------------- checks
+    def fail(self, what: str) -> None:
+        tail = "\n".join(self.log[-15:])
+        raise SafetyViolation(f"seed {self.seed}: {what}\nrecent events:\n{tail}")
+
+    def check_persisted(self, n: SimNode, ents: list[Any]) -> None:
+        st = n.storage
+        for e in ents:
+            prev = st.term(e.index - 1) if e.index - 1 >= st.first_index() - 1 else -1
+            key = (e.index, e.term)
+            val = (bytes(e.data), e.type, prev)
+            old = self.entries.get(key)
+            if old is None:
+                self.entries[key] = val
+            elif old[:2] != val[:2] or (old[2] != prev and prev != -1 and old[2] != -1):
+                self.fail(f"Log Matching: node {n.id} entry {key} is {val}, elsewhere {old}")
+
+    def check_apply(self, n: SimNode, e: Any) -> None:
+        if e.index != n.applied + 1:
+            self.fail(f"node {n.id} applied {e.index} after {n.applied}")
+        n.applied = e.index
+        val = (e.term, bytes(e.data))
+        old = self.applied.setdefault(e.index, val)
+        if old != val:
+            self.fail(f"State Machine Safety: node {n.id} applied {val} at {e.index}, "
+                      f"another node applied {old}")
+        if e.type == 1:
+            n.applied_membership = n.applied_membership.apply_entry_data(e.data)
+
+    def check_step(self) -> None:
+        for i, n in self.nodes.items():
+            raw = n.raw
+            if raw is None or raw.role != LEADER:
+                continue
+            other = self.leaders.setdefault(raw.term, i)
+            if other != i:
+                self.fail(f"Election Safety: nodes {other} and {i} both lead term {raw.term}")
+            log = raw.log
+            start = max(log.snapshot_index() + 1, 1)
+            if (i, raw.term) not in self.checked_leaders:
+                self.checked_leaders.add((i, raw.term))
+                for idx, ct in self.commit_term.items():
+                    if ct < raw.term and idx >= start:
+                        t = log.term(idx)
+                        if t is None or t != self.applied.get(idx, (t,))[0]:
+                            self.fail(f"Leader Completeness: leader {i} of term {raw.term} "
+                                      f"lacks entry {idx} committed in term {ct}")
+            seen = self.commit_seen.get((i, raw.term), 0)
+            self.commit_seen[(i, raw.term)] = log.committed
+            for idx in range(max(start, seen + 1), log.committed + 1):
+                if idx not in self.commit_term:
+                    self.commit_term[idx] = raw.term
+                if idx in self.applied and log.term(idx) != self.applied[idx][0]:
+                    self.fail(f"leader {i} has term {log.term(idx)} at committed {idx}")
+
+    # ------------------------------------------------------------ actions
+    def members(self) -> list[int]:
+        ld = self.leader()
+        if ld is None:
+            return []
+        return list(ld.raw.membership)
+
+    def act(self) -> None:
+        r = self.rand
+        x = r.random()
+        up = [i for i in self.nodes if i not in self.down]
+        if not up:
+            self.restart(r.choice(sorted(self.down)))
+            return
+        if x < 0.35:
+            self.deliver_one()
+        elif x < 0.55:
+            self.nodes[r.choice(up)].raw.tick()
+        elif x < 0.85:
+            self.handle_ready(self.nodes[r.choice(up)], 0.003 if self.faults else 0.0)
+        elif x < 0.92:
+            ld = self.leader()
+            if ld is not None:
+                self.proposals += 1
+                try:
+                    ld.raw.propose(f"v{self.proposals}".encode())
+                except PgraftError:
+                    pass
+        elif x < 0.94:
+            self.change_membership()
+        elif x < 0.96:
+            i = r.choice(up)
+            if r.random() < 0.5:
+                try:
+                    self.nodes[i].raw.read_index(f"r{self.time}".encode())
+                except PgraftError:
+                    pass
+            else:
+                self.compact(self.nodes[i])
+        elif x < 0.965:
+            ld = self.leader()
+            if ld is not None:
+                voters = [v for v in ld.raw.membership.voters if v != ld.id]
+                if voters:
+                    try:
+                        ld.raw.transfer_leadership(r.choice(voters))
+                    except PgraftError:
+                        pass
+        elif not self.faults:
+            pass
+        elif x < 0.975:
+            if self.groups:
+                self.groups = []
+                self.log.append(f"t={self.time} heal")
+            else:
+                ids = list(self.nodes)
+                r.shuffle(ids)
+                cut = r.randrange(1, len(ids))
+                self.groups = [set(ids[:cut]), set(ids[cut:])]
+                self.log.append(f"t={self.time} partition {self.groups}")
+        elif x < 0.98:
+            if len(up) > 1:
+                self.crash(r.choice(up))
+        elif x < 0.99:
+            if self.down:
+                self.restart(r.choice(sorted(self.down)))
+
+    def change_membership(self) -> None:
+        ld = self.leader()
+        if ld is None:
+            return
+        r = self.rand
+        m = ld.raw.membership
+        try:
+            if len(m) < 6 and r.random() < 0.6:
+                new = self.next_id
+                cc = ConfChange("add_node", new, f"10.0.0.{new}", 7000 + new)
+                ld.raw.propose_membership_change(cc)
+                self.next_id += 1
+                self.nodes[new] = SimNode(new, MemoryStorage(), self)
+                self.log.append(f"t={self.time} {ld.id} adds {new}")
+            elif len(m.voters) > 3 or (m.learners and r.random() < 0.5):
+                victim = r.choice(list(m))
+                ld.raw.propose_membership_change(ConfChange("remove", victim))
+                self.log.append(f"t={self.time} {ld.id} removes {victim}")
+        except PgraftError:
+            pass
+
+    def compact(self, n: SimNode) -> None:
+        """Snapshot at the applied index (the state machine's membership there) and drop the
+        log prefix it covers, so that lagging or new nodes need MsgSnap."""
+        st = n.storage
+        if n.applied > st.first_index() + 2:
+            st.compact(n.applied, n.applied_membership)
+            self.log.append(f"t={self.time} {n.id} compacts to {n.applied}")
+
+    # --------------------------------------------------------------- runs
+    def run(self) -> None:
+        for _ in range(self.steps):
+            self.time += 1
+            self.act()
+            self.check_step()
+        self.converge()
+
+    def converge(self) -> None:
+        self.faults = False
+        self.groups = []
+        self.log.append(f"t={self.time} faults stop")
+        for i in sorted(self.down):
+            self.restart(i)
+        for _round in range(3000):
+            self.time += 1
+            for i, n in self.nodes.items():
+                n.raw.tick()
+                for _ in range(4):
+                    self.handle_ready(n, 0.0)
+                    while self.net:
+                        self.deliver_one()
+                        self.check_step()
+                self.check_step()
+            if self.converged():
+                return
+        self.fail("the cluster did not converge after faults stopped: " + "; ".join(
+            f"{i}:{n.raw.role} t={n.raw.term} last={n.raw.log.last_index()} "
+            f"applied={n.applied} m={sorted(n.raw.membership)}" for i, n in self.nodes.items()))
+
+    def converged(self) -> bool:
+        leaders = [n for n in self.nodes.values() if n.raw.role == LEADER]
+        if len(leaders) != 1:
+            return False
+        ld = leaders[0]
+        if ld.raw.has_ready():
+            return False
+        m = ld.raw.membership
+        if m.learners or ld.id not in m:
+            return False  # a learner must have been promoted once caught up
+        last = ld.raw.log.last_index()
+        if ld.raw.log.committed != last:
+            return False
+        for i in m:
+            n = self.nodes[i]
+            if n.applied != last or n.raw.membership != m or n.applied_membership != m:
+                return False
+        return True

@@ -1,0 +1,59 @@
+"""Seeded randomized simulation of the Raft core (see tests/raft/sim.py for what is checked).
+
+``PGRAFT_SIM_RUNS=N`` runs N seeds (default sized for about a minute on a small machine);
+``PGRAFT_SIM_SEED=S`` replays one seed. A failure names its seed.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.raft.sim import Simulation
+
+RUNS = int(os.environ.get("PGRAFT_SIM_RUNS", "60"))
+SEED = os.environ.get("PGRAFT_SIM_SEED")
+
+
+def _seeds() -> list[int]:
+    if SEED is not None:
+        return [int(SEED)]
+    return list(range(RUNS))
+
+
+def test_simulation() -> None:
+    start = time.monotonic()
+    for seed in _seeds():
+        size = 3 if seed % 2 == 0 else 5
+        try:
+            Simulation(seed, size=size).run()
+        except Exception as exc:
+            raise AssertionError(
+                f"simulation failed for seed {seed} (replay: PGRAFT_SIM_SEED={seed} "
+                f"pytest tests/test_simulation.py): {exc}") from exc
+    print(f"{len(_seeds())} seeds in {time.monotonic() - start:.1f}s")
+
+
+@pytest.mark.skipif(SEED is not None, reason="replaying one seed")
+def test_simulation_other_twin() -> None:
+    """A few seeds on the other implementation of pgraft._core (pure <-> compiled)."""
+    import pgraft
+
+    env = dict(os.environ)
+    if pgraft.IMPLEMENTATION == "compiled":
+        env["PGRAFT_PUREPYTHON"] = "1"
+    else:
+        env.pop("PGRAFT_PUREPYTHON", None)
+    code = ("from tests.raft.sim import Simulation\n"
+            "import pgraft\n"
+            "for seed in range(1000, 1006):\n"
+            "    Simulation(seed, size=3 if seed % 2 == 0 else 5).run()\n"
+            "print(pgraft.IMPLEMENTATION)\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
