@@ -72,10 +72,11 @@ def run(count: int, add_count: int) -> dict[str, Any]:
             s.start()
             s.query("CREATE EXTENSION pgraft CASCADE")
 
-        def agreed() -> Server | None:
+        def agreed() -> Server:
             ids = {s.scalar("SELECT pgraft_get_leader()") for s in servers}
-            return next((s for s in servers if s.node_id in ids), None) \
-                if len(ids) == 1 else None
+            if len(ids) != 1 or None in ids:
+                raise RuntimeError(f"no agreed leader yet: {ids}")
+            return next(s for s in servers if s.node_id in ids)
 
         leader = wait_for(agreed, 60, "a leader")
         conns = {s.node_id: s.connect() for s in servers}
@@ -112,9 +113,11 @@ def run(count: int, add_count: int) -> dict[str, Any]:
                 if time.perf_counter() - returned > 10:
                     raise RuntimeError(f"node {node_id} not listed everywhere after 10 s")
             visible_times.append(time.perf_counter() - returned)
-            wait_for(lambda n=node_id: lc.execute("SELECT pgraft_remove_node(%s)",
-                                                  [n]).fetchone()[0], 30,
-                     f"removing node {node_id}")
+            def remove(n: int = node_id) -> bool:
+                row = lc.execute("SELECT pgraft_remove_node(%s)", [n]).fetchone()
+                return bool(row and row[0])
+
+            wait_for(remove, 30, f"removing node {node_id}")
         results["pgraft_add_node"] = quantiles(add_times)
         results["add_node_listed_everywhere"] = quantiles(visible_times)
         for c in conns.values():

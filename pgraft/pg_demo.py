@@ -223,11 +223,11 @@ def run_demo() -> None:
             s.query("CREATE EXTENSION pgraft CASCADE")
         first = servers[:3]
 
-        def agreed_leader() -> Server | None:
+        def agreed_leader() -> Server:
             ids = {s.scalar("SELECT pgraft_get_leader()") for s in first}
             if len(ids) == 1 and None not in ids:
                 return next(s for s in first if s.node_id in ids)
-            return None
+            raise DemoError(f"no agreed leader yet: {ids}")
 
         leader = wait_for(agreed_leader, 60, "a leader")
         say()
@@ -245,9 +245,11 @@ def run_demo() -> None:
         took = (time.monotonic() - started) * 1000
         say(psql_table(["pgraft_add_node"], [(result,)]))
         say(f"(committed in {took:.1f} ms)")
+        def lists_four(server: Server) -> Callable[[], bool]:
+            return lambda: len(server.query("SELECT * FROM pgraft_get_nodes()")[1]) == 4
+
         for s in servers:
-            wait_for(lambda s=s: len(s.query("SELECT * FROM pgraft_get_nodes()")[1]) == 4,
-                     30, f"node 4 on {s.name}")
+            wait_for(lists_four(s), 30, f"node 4 on {s.name}")
         say("\nResult: membership on ALL nodes, none of them touched by hand")
         for s in servers:
             say(f"\n{s.name}$ SELECT * FROM pgraft_get_nodes();")
