@@ -3,13 +3,16 @@
 #   make test    setup + the whole test suite (both the compiled and the pure-Python twins)
 #   make bench   micro benchmarks (compiled vs pure) -> benchmarks/results/
 #   make lint    ruff (+ mypy)
+#   make demo    the seed's walkthrough in SQL on local PostgreSQL 15 servers (installs first)
+#   make demo-local  the same walkthrough with plain `pgraft serve` processes, no PostgreSQL
+#   make bench-cluster  3 node processes on loopback -> benchmarks/results/cluster.*
 
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup build test bench lint clean
+.PHONY: setup build test bench bench-cluster lint clean demo demo-local
 
 setup: $(VENV)/.stamp-deps build
 
@@ -29,6 +32,12 @@ test: setup
 bench: setup
 	$(PY) benchmarks/micro.py --json benchmarks/results/micro.json --markdown benchmarks/results/micro.md
 	$(PY) -m pytest benchmarks --benchmark-enable --benchmark-only -q
+
+bench-cluster: setup
+	$(PY) benchmarks/cluster.py --json benchmarks/results/cluster.json --markdown benchmarks/results/cluster.md
+
+demo-local: setup
+	$(PY) -m pgraft demo
 
 lint: setup
 	$(VENV)/bin/ruff check pgraft tests benchmarks
@@ -56,3 +65,6 @@ pg-install: setup system-deps
 # The venv needs python3-venv, and the PostgreSQL tests need the servers and the install.
 $(VENV)/.stamp-deps: | system-deps
 test: system-deps pg-install
+
+demo: setup system-deps pg-install
+	$(PY) -m pgraft.pg_demo
