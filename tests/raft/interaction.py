@@ -244,8 +244,12 @@ class Env:
         args = [w for w in rest if "=" not in w]
         kw = dict(w.split("=", 1) for w in rest if "=" in w)
         fn: Callable[[list[str], dict[str, str]], None] = COMMANDS[cmd].__get__(self)
+        quiet = "quiet" in args
+        args = [a for a in args if a != "quiet"]
         try:
             fn(args, kw)
+            if quiet:
+                self.out = []
         except PgraftError as exc:
             extra = ""
             if getattr(exc, "leader_id", None):
