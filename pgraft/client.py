@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import ipaddress
 import math
 import os
 import re
 import socket
+import struct
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -55,6 +57,9 @@ __all__ = [
     "parse_target",
 ]
 
+_FRAME_HEAD = struct.Struct("<IB")
+#: Granularity (seconds) of the client's own call deadlines.
+_DEADLINE_RESOLUTION = 0.02
 #: Default timeout of a call and of connecting, in seconds.
 DEFAULT_TIMEOUT = 10.0
 #: Largest frame the client sends or accepts (the node's default cap, docs/protocol.md).
@@ -68,6 +73,21 @@ _T = TypeVar("_T")
 _HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 _TARGET_HINT = ("give HOST:PORT (for example 127.0.0.1:7001) or the path of a node's Unix "
                 "socket (<data-dir>/node.sock)")
+
+
+_packer: Any = None
+
+
+def _encode_control(obj: Any) -> bytes:
+    """A whole CONTROL frame (docs/protocol.md): u32 length, kind 2, msgpack body; one reused
+    Packer (msgpack is imported on first use, like the frame codec)."""
+    global _packer
+    if _packer is None:
+        import msgpack
+
+        _packer = msgpack.Packer(use_bin_type=True)
+    body = _packer.pack(obj)
+    return _FRAME_HEAD.pack(len(body) + 1, 2) + body
 
 
 def _codec() -> ModuleType:
@@ -311,6 +331,11 @@ class AsyncClient:
         self._next_id = 1
         self._failure: Callable[[], PgraftError] | None = None
         self._closing = False
+        self._batch: list[bytes] | None = None
+        self._buckets: dict[int, list[tuple[int, str, float]]] = {}
+        self._bucket_keys: list[int] = []
+        self._sweep_at: int | None = None
+        self._sweep_handle: asyncio.TimerHandle | None = None
         self.node_id: int | None = None
         """Id of the node this client is connected to (from the handshake)."""
 
@@ -496,6 +521,7 @@ class AsyncClient:
     # ------------------------------------------------------------------ failures
     def _fail_all(self, failure: Callable[[], PgraftError]) -> None:
         self._failure = failure
+        self._stop_sweeping()
         if not self._hello.done():
             self._hello.set_exception(failure())
             self._hello.exception()  # whoever awaits it still gets it; nobody else must
@@ -515,6 +541,65 @@ class AsyncClient:
         assert self._transport is not None
         self._transport.write(frame)
 
+    def _send(self, frame: bytes) -> None:
+        """Write a request: the first one of an event-loop iteration at once, the ones that
+        follow it in the same iteration together in one ``writelines`` when it ends."""
+        transport = self._transport
+        if transport is None:
+            failure = self._failure
+            raise failure() if failure is not None else ConnectionFailed(
+                f"the connection to node {self.target} is closed")
+        batch = self._batch
+        if batch is None:
+            transport.write(frame)
+            self._batch = []
+            self._loop.call_soon(self._flush_batch)
+        else:
+            batch.append(frame)
+
+    def _flush_batch(self) -> None:
+        batch, self._batch = self._batch, None
+        if batch and self._transport is not None:
+            self._transport.writelines(batch)
+
+    def _deadline(self, rid: int, op: str, limit: float, delay: float) -> None:
+        """Expire call ``rid`` after ``delay`` seconds unless it is answered first. Deadlines
+        sit in buckets of ``_DEADLINE_RESOLUTION`` seconds swept by one timer (a timer per
+        call costs more than the rest of a pipelined call); answered calls are skipped."""
+        key = int((self._loop.time() + delay) / _DEADLINE_RESOLUTION) + 1
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = []
+            heapq.heappush(self._bucket_keys, key)
+            if self._sweep_at is None or key < self._sweep_at:
+                self._schedule_sweep(key)
+        bucket.append((rid, op, limit))
+
+    def _schedule_sweep(self, key: int) -> None:
+        if self._sweep_handle is not None:
+            self._sweep_handle.cancel()
+        self._sweep_at = key
+        self._sweep_handle = self._loop.call_at(key * _DEADLINE_RESOLUTION, self._sweep)
+
+    def _sweep(self) -> None:
+        self._sweep_handle = None
+        self._sweep_at = None
+        now_key = int(self._loop.time() / _DEADLINE_RESOLUTION)
+        keys = self._bucket_keys
+        while keys and keys[0] <= now_key:
+            for rid, op, limit in self._buckets.pop(heapq.heappop(keys), ()):
+                self._expire(rid, op, limit)
+        if keys:
+            self._schedule_sweep(keys[0])
+
+    def _stop_sweeping(self) -> None:
+        if self._sweep_handle is not None:
+            self._sweep_handle.cancel()
+            self._sweep_handle = None
+        self._sweep_at = None
+        self._buckets.clear()
+        self._bucket_keys.clear()
+
     # ---------------------------------------------------------------------- calls
     async def _call(self, op: str, args: dict[str, Any], timeout: float | None) -> Any:
         limit = self._timeout if timeout is None else check_timeout(timeout)
@@ -523,25 +608,24 @@ class AsyncClient:
         rid = self._next_id
         self._next_id += 1
         args["timeout"] = limit
-        frame = _codec().encode_control({"id": rid, "op": op, "args": args})
+        frame = _encode_control({"id": rid, "op": op, "args": args})
         if len(frame) - 4 > MAX_FRAME_SIZE:
             raise PayloadTooLarge(f"{op} request of {len(frame)} bytes exceeds the frame limit "
                                   f"of {MAX_FRAME_SIZE} bytes", hint="send smaller payloads")
         fut: asyncio.Future[Any] = self._loop.create_future()
-        self._pending[rid] = fut
+        pending = self._pending
+        pending[rid] = fut
         # The node answers Timeout itself at ``limit``; give its answer a moment to arrive.
-        grace = min(1.0, 0.05 + limit * 0.1)
-        timer = self._loop.call_later(limit + grace, self._expire, rid, op, limit)
+        self._deadline(rid, op, limit, limit + min(1.0, 0.05 + limit * 0.1))
         try:
-            self._write(frame)
+            self._send(frame)
             if self._protocol.paused:
                 waiter: asyncio.Future[None] = self._loop.create_future()
                 self._protocol.drain_waiters.append(waiter)
                 await waiter
             return await fut
         finally:
-            timer.cancel()
-            self._pending.pop(rid, None)
+            pending.pop(rid, None)
 
     def _expire(self, rid: int, op: str, limit: float) -> None:
         fut = self._pending.pop(rid, None)

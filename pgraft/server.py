@@ -27,7 +27,6 @@ from .errors import (
     PgraftError,
     ProtocolError,
     Timeout,
-    Unavailable,
 )
 from .transport import ClientConnection
 
@@ -111,13 +110,48 @@ def check_timeout(args: dict[str, Any], default: float) -> float:
 
 
 # ---------------------------------------------------------------------------- server
+class _Reply:
+    """The answer to one write request: the waiter the node resolves when the entry is applied
+    (it duck-types the part of a future the node uses). Answering writes the response frame at
+    once; the server's deadline sweep answers Timeout if nothing else did first."""
+
+    __slots__ = ("server", "conn", "rid", "timeout", "finished")
+
+    def __init__(self, server: Server, conn: ClientConnection, rid: int, timeout: float
+                 ) -> None:
+        self.server = server
+        self.conn = conn
+        self.rid = rid
+        self.timeout = timeout
+        self.finished = False
+
+    def done(self) -> bool:
+        return self.finished
+
+    def set_result(self, result: Any) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        self.conn.send_result(self.rid, result)
+
+    def set_exception(self, exc: BaseException) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        if isinstance(exc, PgraftError):
+            self.server._error(self.conn, self.rid, exc)
+        else:
+            log.error("request %d failed: %r", self.rid, exc)
+            self.server._error(self.conn, self.rid, PgraftError(f"internal error: {exc}"))
+
+
 class Server:
     """Answers client requests for one :class:`~pgraft.node.Node`."""
 
     def __init__(self, node: Node) -> None:
         self.node = node
         self.loop = node.loop
-        self._buckets: dict[int, dict[asyncio.Future[Any], float]] = {}
+        self._buckets: dict[int, list[_Reply]] = {}
         self._bucket_keys: list[int] = []
         self._sweep_at: int | None = None
         self._sweep_handle: asyncio.TimerHandle | None = None
@@ -143,7 +177,7 @@ class Server:
         node = self.node
         node.metrics.client_requests += 1
         rid = req.get("id")
-        if isinstance(rid, bool) or not isinstance(rid, int):
+        if rid.__class__ is not int:  # bool is a subclass of int: excluded here
             self._error(conn, rid, ProtocolError(f"request id must be an integer, got {rid!r}"))
             return
         op = req.get("op")
@@ -151,27 +185,40 @@ class Server:
         if args is None:
             args = {}
         try:
-            if not isinstance(args, dict):
+            if args.__class__ is not dict:
                 raise InvalidArgument(f"args must be a map, got {type(args).__name__}")
-            if not isinstance(op, str):
-                raise InvalidArgument(f"op must be a string, got {op!r}")
-            timeout = check_timeout(args, node.config.request_timeout)
+            timeout = args.get("timeout")
+            if timeout is None:
+                timeout = node.config.request_timeout
+            elif timeout.__class__ is not float or not 0 < timeout < math.inf:
+                timeout = check_timeout(args, node.config.request_timeout)
             if op == "append":
                 data = args.get("data")
-                if not isinstance(data, bytes | bytearray):
-                    raise InvalidArgument(f"data must be bytes, got {type(data).__name__}")
-                self._watch(conn, rid, node.propose_append(bytes(data)), timeout)
+                if data.__class__ is not bytes:
+                    if not isinstance(data, bytes | bytearray):
+                        raise InvalidArgument(f"data must be bytes, got {type(data).__name__}")
+                    data = bytes(data)
+                reply = _Reply(self, conn, rid, timeout)
+                node.propose_append(data, reply)
+                self._watch(reply)
                 return
+            if not isinstance(op, str):
+                raise InvalidArgument(f"op must be a string, got {op!r}")
             if op == "kv_put":
                 key = check_key(args)
                 value = args.get("value")
                 if not isinstance(value, str):
                     raise InvalidArgument(f"value must be a string, got "
                                           f"{type(value).__name__}")
-                self._watch(conn, rid, node.propose_kv_put(key, value), timeout)
+                reply = _Reply(self, conn, rid, timeout)
+                node.propose_kv_put(key, value, reply)
+                self._watch(reply)
                 return
             if op == "kv_delete":
-                self._watch(conn, rid, node.propose_kv_delete(check_key(args)), timeout)
+                key = check_key(args)
+                reply = _Reply(self, conn, rid, timeout)
+                node.propose_kv_delete(key, reply)
+                self._watch(reply)
                 return
             instant = self._instant.get(op)
             if instant is not None:
@@ -203,35 +250,22 @@ class Server:
         self.node.metrics.client_errors += 1
         conn.send({"id": rid, "ok": False, "error": exc.to_wire()})
 
-    def _watch(self, conn: ClientConnection, rid: int, fut: asyncio.Future[Any],
-               timeout: float) -> None:
-        """Answer when ``fut`` is done, or Timeout after ``timeout`` seconds.
+    def _watch(self, reply: _Reply) -> None:
+        """Answer Timeout if ``reply`` is not answered within its timeout.
 
         Deadlines sit in buckets of ``DEADLINE_RESOLUTION`` seconds swept by one timer (a
-        timer per request costs more than the rest of an append on the hot path)."""
-        if fut.done():
-            self._answer(conn, rid, fut)
+        timer per request costs more than the rest of an append on the hot path); an answered
+        reply stays in its bucket and is skipped by the sweep."""
+        if reply.finished:
             return
-        key = int((self.loop.time() + timeout) / DEADLINE_RESOLUTION) + 1
+        key = int((self.loop.time() + reply.timeout) / DEADLINE_RESOLUTION) + 1
         bucket = self._buckets.get(key)
         if bucket is None:
-            bucket = self._buckets[key] = {}
+            bucket = self._buckets[key] = []
             heapq.heappush(self._bucket_keys, key)
             if self._sweep_at is None or key < self._sweep_at:
                 self._schedule_sweep(key)
-        bucket[fut] = timeout
-        buckets = self._buckets
-
-        def done(f: asyncio.Future[Any]) -> None:
-            b = buckets.get(key)
-            if b is not None:
-                b.pop(f, None)
-            if not conn.closed:
-                self._answer(conn, rid, f)
-            elif not f.cancelled():
-                f.exception()  # nobody to tell: mark the outcome as seen
-
-        fut.add_done_callback(done)
+        bucket.append(reply)
 
     def _schedule_sweep(self, key: int) -> None:
         if self._sweep_handle is not None:
@@ -248,12 +282,12 @@ class Server:
             bucket = self._buckets.pop(heapq.heappop(keys), None)
             if not bucket:
                 continue
-            for fut, timeout in list(bucket.items()):
-                if not fut.done():
+            for reply in bucket:
+                if not reply.finished:
                     # The proposal stays in the log machinery and may still commit: the caller
-                    # is told that the outcome is unknown (the node ignores a done future when
+                    # is told that the outcome is unknown (the node ignores a done waiter when
                     # it applies).
-                    fut.set_exception(Timeout(f"no commit within {timeout:g}s"))
+                    reply.set_exception(Timeout(f"no commit within {reply.timeout:g}s"))
         if keys:
             self._schedule_sweep(keys[0])
 
@@ -263,20 +297,6 @@ class Server:
             self._sweep_handle.cancel()
             self._sweep_handle = None
             self._sweep_at = None
-
-    def _answer(self, conn: ClientConnection, rid: int, fut: asyncio.Future[Any]) -> None:
-        if fut.cancelled():
-            self._error(conn, rid, Unavailable("the request was cancelled: the node is "
-                                               "stopping"))
-            return
-        exc = fut.exception()
-        if exc is None:
-            conn.send({"id": rid, "ok": True, "result": fut.result()})
-        elif isinstance(exc, PgraftError):
-            self._error(conn, rid, exc)
-        else:
-            log.error("request %d failed: %r", rid, exc)
-            self._error(conn, rid, PgraftError(f"internal error: {exc}"))
 
     async def _run_slow(self, conn: ClientConnection, rid: int, op: str,
                         coro: Awaitable[Any], timeout: float) -> None:

@@ -18,9 +18,12 @@ import logging
 import os
 import random
 import socket
+import struct
 from collections import deque
 from collections.abc import Iterable
 from typing import Any, Protocol, cast
+
+import msgpack
 
 from ._impl import core
 from .errors import DecodeError, PgraftError, ProtocolError, StorageError
@@ -50,6 +53,32 @@ class ClientHandler(Protocol):
     def handle_request(self, conn: ClientConnection, request: Any) -> None: ...
 
     def connection_closed(self, conn: ClientConnection) -> None: ...
+
+
+# CONTROL frames (docs/protocol.md) are encoded here with one reused msgpack Packer, and the
+# most frequent answer, ``{"id": N, "ok": true, "result": INT or true}``, with one struct.pack:
+# both integers as msgpack uint64 (valid msgpack; every decoder reads the same ints), so the
+# frame has a fixed length and its constant pieces are prebuilt.
+_KIND_CONTROL = core.FRAME_CONTROL
+_U64 = 1 << 64
+_HEAD = struct.Struct("<IB")
+_OK_INT_BODY = 1 + 3 + 9 + 3 + 1 + 7 + 9  # map3, "id", uint64, "ok", true, "result", uint64
+_OK_TRUE_BODY = 1 + 3 + 9 + 3 + 1 + 7 + 1  # ... "result", true
+_OK_INT_HEAD = _HEAD.pack(_OK_INT_BODY + 1, _KIND_CONTROL) + b"\x83\xa2id\xcf"
+_OK_TRUE_HEAD = _HEAD.pack(_OK_TRUE_BODY + 1, _KIND_CONTROL) + b"\x83\xa2id\xcf"
+_OK_INT_MID = b"\xa2ok\xc3\xa6result\xcf"
+_OK_TRUE_TAIL = b"\xa2ok\xc3\xa6result\xc3"
+_OK_INT = struct.Struct(">10sQ12sQ")
+_OK_TRUE = struct.Struct(">10sQ12s")
+
+
+_packer = msgpack.Packer(use_bin_type=True)
+
+
+def encode_control(obj: Any) -> bytes:
+    """The whole CONTROL frame of ``obj`` (the same bytes as ``core.encode_control``)."""
+    body = _packer.pack(obj)
+    return _HEAD.pack(len(body) + 1, _KIND_CONTROL) + body
 
 
 def _set_nodelay(transport: asyncio.BaseTransport) -> None:
@@ -85,7 +114,21 @@ class ClientConnection:
     def send(self, obj: Any) -> None:
         if self.closed:
             return
-        self._out.append(core.encode_control(obj))
+        self._out.append(encode_control(obj))
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def send_result(self, rid: int, result: Any) -> None:
+        """Send ``{"id": rid, "ok": true, "result": result}`` (the hot path of writes)."""
+        if self.closed:
+            return
+        if result.__class__ is int and 0 <= rid < _U64 and 0 <= result < _U64:
+            self._out.append(_OK_INT.pack(_OK_INT_HEAD, rid, _OK_INT_MID, result))
+        elif result is True and 0 <= rid < _U64:
+            self._out.append(_OK_TRUE.pack(_OK_TRUE_HEAD, rid, _OK_TRUE_TAIL))
+        else:
+            self._out.append(encode_control({"id": rid, "ok": True, "result": result}))
         if not self._scheduled:
             self._scheduled = True
             self._loop.call_soon(self._flush)
