@@ -59,6 +59,7 @@ from pgraft.errors import (  # noqa: E402
     NotLeaderError,
     Overloaded,
     PgraftError,
+    Unavailable,
     UnknownNode,
 )
 
@@ -70,6 +71,16 @@ FAULT_KINDS = ("kill", "kill-leader", "pause", "pause-leader", "partition-halves
 # ConnectionFailed during the call, an internal error) leaves the outcome unknown.
 DEFINITE_FAILURES = (NotLeaderError, Overloaded, LeadershipTransferInProgress, InvalidArgument,
                      MembershipChangeInProgress, NodeExists, UnknownNode)
+# ``Node.not_leader`` (checked before proposing) answers Unavailable with this text when no
+# leader is known; every other Unavailable may come after the proposal entered the log.
+_NO_LEADER = "is not the leader and no leader is known"
+
+
+def definite_failure(exc: BaseException) -> bool:
+    """True when a write that raised ``exc`` certainly did not take effect."""
+    if isinstance(exc, DEFINITE_FAILURES):
+        return True
+    return isinstance(exc, Unavailable) and _NO_LEADER in exc.message
 
 
 class ChaosCluster(LocalCluster):
@@ -304,12 +315,14 @@ class Campaign:
                     op.type = OK
                     if f != "get":
                         self.leader_hint = node
-                except DEFINITE_FAILURES as exc:
-                    op.type, op.error = FAIL, f"{type(exc).__name__}: {exc}"
+                except (PgraftError, TimeoutError) as exc:
+                    definite = definite_failure(exc)
+                    op.type = FAIL if definite else INFO
+                    op.error = f"{type(exc).__name__}: {exc}"
                     if isinstance(exc, NotLeaderError) and exc.leader_id:
                         self.leader_hint = exc.leader_id
-                except (PgraftError, TimeoutError) as exc:
-                    op.type, op.error = INFO, f"{type(exc).__name__}: {exc}"
+                    elif self.leader_hint == node:
+                        self.leader_hint = None
                     if isinstance(exc, ConnectionFailed | TimeoutError):
                         conns.pop(node, None)
                         with contextlib.suppress(Exception):
@@ -418,11 +431,15 @@ class Campaign:
         kinds = [k for k in self.cfg.faults if k != "membership" and k not in self.skipped]
         if not kinds:
             return
+        round_: list[str] = []
         while time.monotonic() < self.end - 2:
             await asyncio.sleep(rng.uniform(0.5, 2.5))
             if time.monotonic() >= self.end - 2:
                 break
-            await self.fault(rng.choice(kinds), rng)
+            if not round_:  # every kind once per round, in a seeded order
+                round_ = list(kinds)
+                rng.shuffle(round_)
+            await self.fault(round_.pop(), rng)
 
     async def membership_nemesis(self) -> None:
         rng = random.Random(self.cfg.seed * 31 + 2)
@@ -488,10 +505,8 @@ class Campaign:
         try:
             await self.ask(lead, method, *args, timeout=5.0)
             return OK, None
-        except DEFINITE_FAILURES as exc:
-            return FAIL, f"{type(exc).__name__}: {exc.message}"
         except PgraftError as exc:
-            return INFO, f"{type(exc).__name__}: {exc.message}"
+            return (FAIL if definite_failure(exc) else INFO), f"{type(exc).__name__}: {exc.message}"
 
     # ---------------------------------------------------------------- final phase
     async def heal_all(self) -> None:
@@ -544,10 +559,8 @@ class Campaign:
                 op.result = await self.ask(leader, "append", op.value.encode() + b"|",
                                            timeout=3.0)
                 op.type = OK
-            except DEFINITE_FAILURES as exc:
-                op.type, op.error = FAIL, str(exc)
             except PgraftError as exc:
-                op.type, op.error = INFO, str(exc)
+                op.type, op.error = (FAIL if definite_failure(exc) else INFO), str(exc)
             op.complete = time.monotonic()
             return op.result if op.type == OK else None
 
