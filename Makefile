@@ -68,3 +68,14 @@ test: system-deps pg-install
 
 demo: setup system-deps pg-install
 	$(PY) -m pgraft.pg_demo
+
+# ---- chaos (issue 8) ------------------------------------------------------------------------
+#   make chaos   a long Jepsen-style campaign: real nodes, kill -9 / pauses / partitions (network
+#                namespaces, as root) / lost unsynced writes / membership changes, checked for
+#                linearizability and log/KV/membership convergence. DURATION seconds (default
+#                1800), SEED (default random); prints the seed and the history file.
+DURATION ?= 1800
+SEED     ?= 0
+.PHONY: chaos
+chaos: setup
+	CHAOS_DURATION=$(DURATION) CHAOS_SEED=$(SEED) $(PY) tests/chaos/chaos_campaign.py
