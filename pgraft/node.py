@@ -11,9 +11,13 @@ The Ready loop (one task per node) follows the contract of :class:`pgraft.raft.R
 3. write the snapshot metadata, entries and hard state into the storage (memory-mapped, cheap);
 4. apply the committed entries (already durable) to :class:`pgraft.state.AppliedState`,
    resolving proposal futures (by index and term) and ReadIndex waiters;
-5. if the Ready must be durable, ``sync`` in a worker thread. While that runs the event loop keeps
-   stepping messages and taking proposals; they all land in the next Ready, whose entries are
-   written and synced together (group commit);
+5. if the Ready must be durable, ``sync``. The leader syncs in a worker thread: while that runs
+   the event loop keeps stepping messages and taking proposals; they all land in the next Ready,
+   whose entries are written and synced together (group commit). A follower syncs on the loop
+   thread: it has nothing to do meanwhile but receive more of the leader's traffic, which waits
+   in the socket and lands in the next Ready just the same, and the two thread hand-overs per
+   sync cost more CPU than everything else the follower does for an append (measured: about
+   390 -> 230 us of CPU per sequential append per follower on the 2-vCPU test VM);
 6. ``advance``.
 
 Every Raft decision stays in the core (DESIGN rule 1): the node never decides who leads, what
@@ -584,7 +588,10 @@ class Node:
                     started = time.perf_counter()
                     self._syncing = True
                     try:
-                        await loop.run_in_executor(self._executor, storage.sync)
+                        if self.role != LEADER:
+                            storage.sync()  # see the module docstring, step 5
+                        else:
+                            await loop.run_in_executor(self._executor, storage.sync)
                     finally:
                         self._syncing = False
                     metrics.syncs += 1
