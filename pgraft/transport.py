@@ -414,7 +414,10 @@ class PeerLink:
         if not self.connected or proto is None or proto.paused or not self.queue:
             return
         transport = proto.transport
-        assert transport is not None
+        if transport is None or transport.is_closing():
+            # Lost or aborted, and _run has not seen it yet (uvloop raises on a write to a
+            # closed handle): keep the queue for the next connection.
+            return
         queue = self.queue
         self.owner.metrics.bytes_sent += self.queued_bytes
         if len(queue) == 1:

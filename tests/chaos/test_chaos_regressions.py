@@ -1,0 +1,43 @@
+"""Regressions for bugs the chaos campaign found."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+from pgraft.transport import PeerLink
+
+
+def test_flush_to_a_peer_whose_connection_just_closed_does_not_raise() -> None:
+    """Found by the chaos campaign (seed 11, lose-unsynced): a peer was killed; its connection
+    was closed (connection_lost ran) but the link's task had not resumed yet, so the link still
+    looked connected. The next Ready's send flushed into the closed uvloop transport, which
+    raises RuntimeError; that escaped into the Ready loop and the node stopped itself
+    ("the Ready loop failed"). The link must keep the queue for the next connection instead."""
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        transport, _ = await loop.create_connection(asyncio.Protocol, "127.0.0.1", port)
+        transport.abort()  # closed, as after connection_lost
+        link = PeerLink.__new__(PeerLink)
+        link.owner = SimpleNamespace(metrics=SimpleNamespace(bytes_sent=0))
+        link.connected = True
+        link._proto = SimpleNamespace(transport=transport, paused=False)
+        link.queue = __import__("collections").deque([b"frame-1", b"frame-2"])
+        link.queued_bytes = 14
+        link.flush()  # must not raise
+        assert list(link.queue) == [b"frame-1", b"frame-2"] and link.queued_bytes == 14
+        link.queue.pop()
+        link.flush()
+        assert list(link.queue) == [b"frame-1"]
+        server.close()
+        await server.wait_closed()
+
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(scenario())
+    else:
+        uvloop.run(scenario())  # the node's loop: uvloop raises where asyncio only warns
