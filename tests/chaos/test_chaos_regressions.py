@@ -21,6 +21,8 @@ def test_flush_to_a_peer_whose_connection_just_closed_does_not_raise() -> None:
         port = server.sockets[0].getsockname()[1]
         transport, _ = await loop.create_connection(asyncio.Protocol, "127.0.0.1", port)
         transport.abort()  # closed, as after connection_lost
+        await asyncio.sleep(0.05)  # the handle is closed now: a write raises under uvloop
+        assert transport.is_closing()
         link = PeerLink.__new__(PeerLink)
         link.owner = SimpleNamespace(metrics=SimpleNamespace(bytes_sent=0))
         link.connected = True
