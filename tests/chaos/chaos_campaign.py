@@ -47,7 +47,7 @@ for _p in (_HERE, _ROOT):
 
 import pgraft  # noqa: E402
 from chaos_checker import FAIL, INFO, OK, Anomaly, Op, check_appends, check_registers  # noqa: E402
-from chaos_disk import cachestat_available, lose_unsynced  # noqa: E402
+from chaos_disk import cachestat_available, log_has_unsynced, lose_unsynced  # noqa: E402
 from chaos_net import NODE_PORT, NetNamespaces, netns_available  # noqa: E402
 from pgraft.demo import LocalCluster, NodeProcess  # noqa: E402
 from pgraft.errors import (  # noqa: E402
@@ -303,7 +303,7 @@ class Campaign:
                 try:
                     t = self.cfg.op_timeout
                     if f == "append":
-                        pad = rng.choice((8, 200, 1500, 4500))
+                        pad = rng.choice((8, 200, 1500, 4500, 9000))
                         data = value.encode() + b"|" + bytes([97 + n % 26]) * pad
                         op.result = await asyncio.wait_for(client.append(data, timeout=t),
                                                            t + 2)
@@ -365,6 +365,15 @@ class Campaign:
                 if target is None:
                     return
                 self.down.add(target)
+                if kind == "lose-unsynced":
+                    # Crash at a moment when there is unsynced data: freeze the node at random
+                    # instants until its log has dirty pages (bounded), then kill it frozen.
+                    for _ in range(40):
+                        c.pause(target)
+                        if await asyncio.to_thread(log_has_unsynced, c.nodes[target].data_dir):
+                            break
+                        c.resume(target)
+                        await asyncio.sleep(rng.uniform(0.005, 0.05))
                 await asyncio.to_thread(c.kill, target)
                 detail = ""
                 if kind == "lose-unsynced":

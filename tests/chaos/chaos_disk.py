@@ -36,7 +36,8 @@ import os
 import struct
 from dataclasses import dataclass, field
 
-__all__ = ["cachestat_available", "lose_unsynced", "unsynced_pages"]
+__all__ = ["cachestat_available", "disk_page", "log_has_unsynced", "lose_unsynced",
+           "unsynced_pages"]
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 _SYS_CACHESTAT = 451  # the same number on x86_64, aarch64 and the other unified tables
@@ -103,6 +104,72 @@ def first_unsynced_page(fd: int, size: int) -> int | None:
     return lo
 
 
+_FS_IOC_FIEMAP = 0xC020660B
+_FIEMAP = struct.Struct("<QQIII I")  # start, length, flags, mapped, count, reserved
+_EXTENT = struct.Struct("<QQQQQI12x")  # logical, physical, length, reserved x2, flags
+_EXTENT_UNKNOWN, _EXTENT_DELALLOC, _EXTENT_UNWRITTEN = 0x2, 0x4, 0x800
+_EXTENT_UNREADABLE = 0x8 | 0x100 | 0x200  # encoded, not aligned, inline
+
+
+def _block_device(path: str) -> str | None:
+    dev = os.stat(path).st_dev
+    sysfs = f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}"
+    try:
+        name = os.path.basename(os.path.realpath(sysfs))
+    except OSError:
+        return None
+    node = f"/dev/{name}"
+    return node if os.path.exists(node) else None
+
+
+def disk_page(path: str, page: int) -> bytes | None:
+    """The content page ``page`` of ``path`` has on the disk (not in the page cache), or None
+    when that cannot be known. FIEMAP (without its sync flag) maps the page to a block of the
+    file system's device, read with O_DIRECT; an unwritten (preallocated) or not yet allocated
+    block reads as zeros."""
+    import fcntl
+    import mmap
+
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        req = bytearray(_FIEMAP.size + _EXTENT.size)
+        _FIEMAP.pack_into(req, 0, page * PAGE, PAGE, 0, 0, 1, 0)
+        try:
+            fcntl.ioctl(fd, _FS_IOC_FIEMAP, req)
+        except OSError:
+            return None
+    finally:
+        os.close(fd)
+    mapped = _FIEMAP.unpack_from(req, 0)[3]
+    if mapped == 0:
+        return bytes(PAGE)  # a hole
+    logical, physical, length, _r1, _r2, flags = _EXTENT.unpack_from(req, _FIEMAP.size)
+    if not logical <= page * PAGE < logical + length:
+        return bytes(PAGE)
+    if flags & (_EXTENT_DELALLOC | _EXTENT_UNWRITTEN):
+        return bytes(PAGE)
+    if flags & (_EXTENT_UNKNOWN | _EXTENT_UNREADABLE):
+        return None
+    device = _block_device(path)
+    if device is None:
+        return None
+    offset = physical + (page * PAGE - logical)
+    buf = mmap.mmap(-1, PAGE)  # page-aligned, as O_DIRECT wants
+    try:
+        dfd = os.open(device, os.O_RDONLY | os.O_DIRECT)
+    except OSError:
+        return None
+    try:
+        if os.preadv(dfd, [buf], offset) != PAGE:
+            return None
+        return bytes(buf)
+    except OSError:
+        return None
+    finally:
+        os.close(dfd)
+        buf.close()
+
+
 def unsynced_pages(path: str) -> int:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -112,6 +179,16 @@ def unsynced_pages(path: str) -> int:
         os.close(fd)
 
 
+def log_has_unsynced(data_dir: str) -> bool:
+    """True when some log segment of ``data_dir`` has dirty or writeback pages."""
+    log_dir = os.path.join(data_dir, "log")
+    try:
+        names = [n for n in os.listdir(log_dir) if n.endswith(".seg")]
+        return any(unsynced_pages(os.path.join(log_dir, n)) for n in names)
+    except OSError:
+        return False
+
+
 @dataclass
 class LossReport:
     """What :func:`lose_unsynced` did."""
@@ -119,6 +196,8 @@ class LossReport:
     last_index_before: int = 0
     last_index_after: int = 0
     bytes_zeroed: int = 0
+    exact: bool = False  # the first unsynced page was restored from the disk
+    first_unsynced: str = ""  # "segment:page", where the unsynced data starts
     hard_state_reverted: bool = False
     other_dirty: list[str] = field(default_factory=list)
 
@@ -128,18 +207,25 @@ class LossReport:
 
     def __str__(self) -> str:
         return (f"log {self.last_index_before} -> {self.last_index_after} "
+                f"(first unsynced page {self.first_unsynced or 'none'}) "
                 f"({self.entries_lost} entries, {self.bytes_zeroed} bytes lost)"
+                + ("" if self.exact else ", page-cache bound only")
                 + (", hard state reverted" if self.hard_state_reverted else "")
                 + (f", dirty elsewhere: {self.other_dirty}" if self.other_dirty else ""))
 
 
 def _records(mm: bytes, start: int) -> list[tuple[int, int, int]]:
-    """(offset, end, index) of the records of a segment (up to the first zero/invalid one)."""
+    """(offset, end, index) of the valid records of a segment, up to the first zero, torn or
+    otherwise invalid one."""
+    from pgraft._impl import core
+
     out = []
     off = start
     while off + _REC.size <= len(mm):
         crc, length, index, term, _t, _r = _REC.unpack_from(mm, off)
         if index == 0 or off + _REC.size + length > len(mm):
+            break
+        if core.crc32c(mm[off + 4: off + _REC.size + length]) != crc:
             break
         out.append((off, off + _REC.size + length, index))
         off += _REC.size + length
@@ -172,7 +258,7 @@ def lose_unsynced(data_dir: str) -> LossReport:
         recs = _records(data, _SEG_HEADER)
         if recs:
             report.last_index_before = recs[-1][2]
-        plans.append((path, data, recs))
+        plans.append((path, data, recs, recs[-1][1] if recs else _SEG_HEADER))
         if cut_from is not None:
             continue
         fd = os.open(path, os.O_RDONLY)
@@ -181,6 +267,24 @@ def lose_unsynced(data_dir: str) -> LossReport:
         finally:
             os.close(fd)
         if page is None:
+            continue
+        report.first_unsynced = f"{name}:{page}"
+        on_disk = disk_page(path, page)
+        if on_disk is not None:
+            # Exact: page D as the disk holds it, nothing after it.
+            fd = os.open(path, os.O_WRONLY)
+            try:
+                os.pwrite(fd, on_disk, page * PAGE)
+            finally:
+                os.close(fd)
+            report.exact = True
+            changed = sum(1 for a, b in zip(on_disk, data[page * PAGE:(page + 1) * PAGE],
+                                            strict=False) if a != b)
+            report.bytes_zeroed += changed
+            data = data[:page * PAGE] + on_disk + data[(page + 1) * PAGE:]
+            cut_from = (pos, (page + 1) * PAGE)
+            recs = [r for r in _records(data, _SEG_HEADER) if r[1] <= cut_from[1]]
+            plans[-1] = (path, data, recs, plans[-1][3])
             continue
         limit = (page + 1) * PAGE
         keep_end = _SEG_HEADER
@@ -193,7 +297,7 @@ def lose_unsynced(data_dir: str) -> LossReport:
     report.last_index_after = report.last_index_before
     if cut_from is not None:
         report.last_index_after = 0
-        for pos, (path, data, recs) in enumerate(plans):
+        for pos, (path, data, recs, data_end) in enumerate(plans):
             if pos < cut_from[0]:
                 if recs:
                     report.last_index_after = recs[-1][2]
@@ -202,14 +306,13 @@ def lose_unsynced(data_dir: str) -> LossReport:
             kept = [r for r in recs if r[1] <= start]
             if kept:
                 report.last_index_after = kept[-1][2]
-            end = recs[-1][1] if recs else start
-            if end > start:
-                fd = os.open(path, os.O_WRONLY)
-                try:
-                    report.bytes_zeroed += _zero(fd, start, end)
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+            fd = os.open(path, os.O_WRONLY)
+            try:
+                if data_end > start:
+                    report.bytes_zeroed += _zero(fd, start, data_end)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
     hs_path = os.path.join(data_dir, "hardstate")
     if os.path.exists(hs_path) and unsynced_pages(hs_path):
         fd = os.open(hs_path, os.O_RDWR)
