@@ -29,8 +29,8 @@ if str(REPO_ROOT) not in sys.path:
 
 from pgraft.demo import _die_with_parent, free_port  # noqa: E402
 
-__all__ = ["PAYLOAD", "Processes", "closed_loop", "free_port", "log", "summary",
-           "wait_for"]
+__all__ = ["PAYLOAD", "Processes", "closed_loop", "cpu_times", "free_port", "log",
+           "machine_busy", "summary", "wait_for"]
 
 #: The value every system writes (the issue asks for 64-byte values).
 PAYLOAD = b"v" * 64
@@ -58,15 +58,34 @@ def summary(samples_s: Sequence[float], *, cdf: bool = False) -> dict[str, Any]:
         "min": float(a.min()), "max": float(a.max()), "n": int(a.size)}
     if cdf:
         values = np.quantile(a, _CDF_Q)
-        out["cdf"] = [[round(float(v), 4), round(float(q), 4)] for v, q in zip(values, _CDF_Q)]
+        out["cdf"] = [[round(float(v), 4), round(float(q), 4)]
+                      for v, q in zip(values, _CDF_Q, strict=True)]
     return out
+
+
+def cpu_times() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs from /proc/stat; (0, 0) where there is none."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def machine_busy(before: tuple[int, int], after: tuple[int, int]) -> float | None:
+    """Share of all CPUs busy between two :func:`cpu_times` readings (None if unknown)."""
+    total = after[1] - before[1]
+    return (after[0] - before[0]) / total if total > 0 else None
 
 
 async def closed_loop(op: Callable[[], Awaitable[Any]], window: int,
                       seconds: float) -> dict[str, Any]:
     """Keep ``window`` calls of ``op`` in flight for ``seconds`` (a new call starts as soon as
     one finishes, none after the deadline); return writes/s counted over the calls that
-    succeeded, the failures, and the CPU share this client process used meanwhile."""
+    succeeded, the failures, the CPU share this client process used meanwhile (1.0 = one core)
+    and the share of the whole machine's CPUs that was busy."""
     done = 0
     failed = 0
     first_error: str | None = None
@@ -85,13 +104,13 @@ async def closed_loop(op: Callable[[], Awaitable[Any]], window: int,
                 continue
             done += 1
 
-    cpu0, t0 = time.process_time(), time.perf_counter()
+    busy0, cpu0, t0 = cpu_times(), time.process_time(), time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(window)))
     elapsed = time.perf_counter() - t0
     cpu = time.process_time() - cpu0
     return {"in_flight": window, "writes_per_s": done / elapsed, "writes": done,
             "failed": failed, "first_error": first_error, "seconds": elapsed,
-            "client_cpu": cpu / elapsed}
+            "client_cpu": cpu / elapsed, "machine_cpu_busy": machine_busy(busy0, cpu_times())}
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float,

@@ -13,6 +13,7 @@ server over a second loopback connection, so gRPC is the faster and fairer path.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import subprocess
@@ -72,6 +73,7 @@ def pb_decode(buf: bytes) -> dict[int, list[Any]]:
             if not b & 0x80:
                 break
         number, wire = key >> 3, key & 7
+        value: int | bytes
         if wire == 0:
             value = shift = 0
             while True:
@@ -90,7 +92,7 @@ def pb_decode(buf: bytes) -> dict[int, list[Any]]:
                 shift += 7
                 if not b & 0x80:
                     break
-            value = buf[i:i + length]
+            value = bytes(buf[i:i + length])
             i += length
         elif wire == 1:
             value = int.from_bytes(buf[i:i + 8], "little")
@@ -335,10 +337,8 @@ async def first_put(endpoints: list[str], deadline: float) -> float:
                 task = asyncio.ensure_future(attempt(ch))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(done.wait(), 0.005)
-            except TimeoutError:
-                pass
         return when[0]
     finally:
         for task in list(tasks):
@@ -346,6 +346,14 @@ async def first_put(endpoints: list[str], deadline: float) -> float:
         await asyncio.gather(*tasks, return_exceptions=True)
         for ch in channels:
             await ch.close()
+
+
+def _tail(path: str, lines: int = 15) -> str:
+    try:
+        with open(path, "rb") as f:
+            return "\n".join(f.read().decode("utf-8", "replace").splitlines()[-lines:])
+    except OSError:
+        return ""
 
 
 def _run(coro: Any) -> Any:
@@ -385,8 +393,11 @@ def bench_add_member(cluster: EtcdCluster, count: int) -> dict[str, Any]:
         new.state = "existing"
         cluster.start_member(new)
 
-        def everywhere(new_id: int = new_id, new: Member = new) -> bool:
-            for m in [*existing, new]:
+        def everywhere(new_id: int = new_id,
+                       members: tuple[Member, ...] = (*existing, new)) -> bool:
+            if not members[-1].running:
+                return True  # it exited: reported below
+            for m in members:
                 try:
                     found = [x for x in cluster.member_list(m, 0.5) if x["id"] == new_id]
                 except grpc.RpcError:
@@ -395,7 +406,14 @@ def bench_add_member(cluster: EtcdCluster, count: int) -> dict[str, Any]:
                     return False
             return True
 
-        wait_for(f"etcd member {new.name} listed everywhere", everywhere, 60, 0.001)
+        try:
+            wait_for(f"etcd member {new.name} listed everywhere", everywhere, 60, 0.001)
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}; {new.log_path} ends with:\n{_tail(new.log_path)}") \
+                from None
+        if not new.running:
+            raise RuntimeError(f"the added etcd member {new.name} exited; {new.log_path} ends "
+                               f"with:\n{_tail(new.log_path)}")
         t_listed = time.perf_counter()
         api.append(t_api - t0)
         listed.append(t_listed - t0)
@@ -431,7 +449,7 @@ def bench_failover(cluster: EtcdCluster, kills: int) -> dict[str, Any]:
         new_leader = cluster.members[cluster.wait_for_leader(60)]
         target = cluster.status(new_leader)["raft_index"]
         wait_for(f"{name} to catch up",
-                 lambda: cluster.status(victim)["applied_index"] >= target, 60)
+                 lambda m=victim, t=target: cluster.status(m)["applied_index"] >= t, 60)
     return summary(samples)
 
 
@@ -456,7 +474,8 @@ def run_all(base_dir: str, *, latency_count: int, latency_max_s: float,
         for w in windows:
             r = _run(throughput(leader.endpoint, w, window_seconds))
             log(f"  etcd {w} in flight: {r['writes_per_s']:,.0f} puts/s "
-                f"(client CPU {r['client_cpu']:.0%}, {r['failed']} failed)")
+                f"(client CPU {r['client_cpu']:.0%}, machine CPU {r['machine_cpu_busy'] or 0:.0%} "
+                f"busy, {r['failed']} failed)")
             out["throughput"].append(r)
         if adds:
             log(f"etcd: add member ({adds} times)")

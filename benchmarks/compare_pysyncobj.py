@@ -61,6 +61,7 @@ def _latency(store: Any, count: int, max_seconds: float) -> dict[str, Any]:
 def _throughput(store: Any, window: int, seconds: float) -> dict[str, Any]:
     """Keep ``window`` asynchronous ``set`` calls in flight: each callback (run by PySyncObj's
     tick thread) starts the next call until the deadline."""
+    from compare_common import cpu_times, machine_busy
     from pysyncobj import FAIL_REASON
 
     lock = threading.Lock()
@@ -91,7 +92,7 @@ def _throughput(store: Any, window: int, seconds: float) -> dict[str, Any]:
         if more:
             issue()
 
-    cpu0, t0 = time.process_time(), time.perf_counter()
+    busy0, cpu0, t0 = cpu_times(), time.process_time(), time.perf_counter()
     for _ in range(window):
         issue()
     if not finished.wait(seconds + 60):
@@ -100,7 +101,8 @@ def _throughput(store: Any, window: int, seconds: float) -> dict[str, Any]:
     cpu = time.process_time() - cpu0
     return {"in_flight": window, "writes_per_s": st["done"] / elapsed, "writes": st["done"],
             "failed": st["failed"], "first_error": f"FAIL_REASON {errors[0]}" if errors else None,
-            "seconds": elapsed, "process_cpu": cpu / elapsed}
+            "seconds": elapsed, "process_cpu": cpu / elapsed,
+            "machine_cpu_busy": machine_busy(busy0, cpu_times())}
 
 
 def _first_write(store: Any, max_seconds: float) -> dict[str, Any]:
@@ -294,6 +296,24 @@ class SyncObjCluster:
         result: SyncObjNode = wait_for("a PySyncObj leader", self.leader, timeout)
         return result
 
+    def wait_settled(self, timeout: float = 60.0) -> SyncObjNode:
+        """Wait until every running node names the same leader and has applied what the leader
+        had committed (a node still connecting would otherwise see changes seconds late)."""
+        def settled() -> SyncObjNode | None:
+            leader = self.leader()
+            if leader is None:
+                return None
+            commit = self.call(leader, "status", 5.0)["commit"]
+            for n in self.nodes.values():
+                if n.running:
+                    st = self.call(n, "status", 5.0)
+                    if st["leader_addr"] != leader.address or st["applied"] < commit:
+                        return None
+            return leader
+        result: SyncObjNode = wait_for("every PySyncObj node to follow one leader", settled,
+                                       timeout)
+        return result
+
     def close(self) -> None:
         for node in self.nodes.values():
             if node.running and node.proc is not None and node.proc.stdin is not None:
@@ -317,21 +337,23 @@ def bench_add_member(cluster: SyncObjCluster, count: int) -> dict[str, Any]:
     node is removed and stopped again (not timed)."""
     listed, api = [], []
     for i in range(count):
-        leader = cluster.wait_for_leader()
+        leader = cluster.wait_settled()
         existing = [n for n in cluster.nodes.values() if n.running]
         address = f"127.0.0.1:{free_port()}"
         new = SyncObjNode(address=address, partners=[n.address for n in existing],
                           log_path=os.path.join(cluster.base_dir, f"syncobj-added{i + 1}.log"),
                           dynamic=True)
         cluster.start_node(new)
+        leader = cluster.wait_settled()
         t0 = time.perf_counter()
         reply = cluster.call(leader, "add", 30.0, address=address)
         t_api = time.perf_counter()
         if not reply["applied"]:
             raise RuntimeError(f"PySyncObj addNodeToCluster({address}) failed: {reply}")
 
-        def everywhere(new: SyncObjNode = new) -> bool:
-            ids = [(n, cluster.send(n, "status")) for n in [*existing, new]]
+        def everywhere(members: tuple[SyncObjNode, ...] = (*existing, new),
+                       address: str = address) -> bool:
+            ids = [(n, cluster.send(n, "status")) for n in members]
             return all(address in cluster.receive(n, rid, 5.0)["nodes"] for n, rid in ids)
 
         wait_for(f"PySyncObj node {address} listed everywhere", everywhere, 60, 0.001)
@@ -354,7 +376,7 @@ def bench_failover(cluster: SyncObjCluster, kills: int) -> dict[str, Any]:
     everything again) and wait until it has caught up."""
     samples = []
     for k in range(kills):
-        victim = cluster.wait_for_leader()
+        victim = cluster.wait_settled()
         survivors = [n for n in cluster.nodes.values() if n is not victim]
         assert victim.proc is not None
         t0 = time.perf_counter()
@@ -385,7 +407,7 @@ def bench_failover(cluster: SyncObjCluster, kills: int) -> dict[str, Any]:
         leader = cluster.wait_for_leader()
         target = cluster.call(leader, "status")["commit"]
         wait_for(f"{victim.address} to catch up",
-                 lambda: cluster.call(victim, "status")["applied"] >= target, 60)
+                 lambda n=victim, t=target: cluster.call(n, "status")["applied"] >= t, 60)
     return summary(samples)
 
 
@@ -411,7 +433,8 @@ def run_all(base_dir: str, *, latency_count: int, latency_max_s: float, windows:
                              seconds=window_seconds)
             r.pop("id"), r.pop("ok")
             log(f"  PySyncObj {w} in flight: {r['writes_per_s']:,.0f} writes/s "
-                f"(leader process CPU {r['process_cpu']:.0%}, {r['failed']} failed)")
+                f"(leader process CPU {r['process_cpu']:.0%}, machine CPU "
+                f"{r['machine_cpu_busy'] or 0:.0%} busy, {r['failed']} failed)")
             out["throughput"].append(r)
         if kills:
             log(f"PySyncObj: failover ({kills} leader kills)")
