@@ -664,14 +664,26 @@ class Node:
             del pending[index]
             self._fail_overwritten(index, p)
 
-    def _fail_overwritten(self, index: int, p: _Pending) -> None:
+    def _fail_overwritten(self, index: int, p: _Pending, *, certain: bool = False) -> None:
+        """``certain``: a committed entry of another term was applied at ``index``. Otherwise
+        the entry was only replaced in this node's log, and a node that still holds it may
+        become leader and commit it (Raft's Figure 8): the outcome is unknown."""
         self.metrics.proposals_failed += 1
-        if not p.future.done():
+        if p.future.done():
+            return
+        if certain:
             p.future.set_exception(Unavailable(
                 f"the entry proposed at index {index} in term {p.term} was replaced by another "
                 "leader's entry: it was not committed",
                 hint="the leader changed while the request was pending; retry on the new "
                      "leader"))
+        else:
+            p.future.set_exception(Unavailable(
+                f"the entry proposed at index {index} in term {p.term} was replaced in this "
+                "node's log by another leader's entry; its outcome is unknown (a node that "
+                "still holds it may become leader and commit it)",
+                hint="the leader changed while the request was pending; check whether it took "
+                     "effect before retrying on the new leader"))
 
     def _apply(self, entries: list[Any]) -> None:
         state = self.state
@@ -700,7 +712,7 @@ class Node:
                         if not p.future.done():
                             p.future.set_result(True if result is None else result)
                     else:
-                        self._fail_overwritten(index, p)
+                        self._fail_overwritten(index, p, certain=True)
         metrics.entries_applied += len(entries)
         last = entries[-1]
         state.mark_applied(last.index, last.term)

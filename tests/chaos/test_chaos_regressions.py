@@ -43,3 +43,26 @@ def test_flush_to_a_peer_whose_connection_just_closed_does_not_raise() -> None:
         asyncio.run(scenario())
     else:
         uvloop.run(scenario())  # the node's loop: uvloop raises where asyncio only warns
+
+
+def test_overwritten_proposal_is_not_reported_as_certainly_uncommitted() -> None:
+    """Found while classifying errors for the chaos checker: a proposal whose entry was
+    replaced in the proposer's log was answered "it was not committed". A node that still holds
+    the entry can become leader and commit it (Raft's Figure 8), so only an applied entry of
+    another term at that index makes the failure certain; the other case says "unknown"."""
+    from pgraft.metrics import Metrics
+    from pgraft.node import Node, _Pending
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        node = Node.__new__(Node)
+        node.metrics = Metrics()
+        replaced = _Pending(3, loop.create_future(), 0.0)
+        node._fail_overwritten(7, replaced)
+        msg = replaced.future.exception().message
+        assert "unknown" in msg and "not committed" not in msg
+        superseded = _Pending(3, loop.create_future(), 0.0)
+        node._fail_overwritten(7, superseded, certain=True)
+        assert "it was not committed" in superseded.future.exception().message
+
+    asyncio.run(scenario())
