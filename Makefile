@@ -79,3 +79,15 @@ SEED     ?= 0
 .PHONY: chaos
 chaos: setup
 	CHAOS_DURATION=$(DURATION) CHAOS_SEED=$(SEED) $(PY) tests/chaos/chaos_campaign.py
+
+# ---- side by side: pgraft, etcd, PySyncObj (issue 7) -----------------------------------------
+#   make bench-compare   3-node clusters of each on loopback, one system at a time (< 10 min);
+#                        installs etcd-server (apt, as root) and pysyncobj/grpcio/matplotlib
+#                        (pip) when missing -> benchmarks/results/compare.{json,md,*.png}
+#   make bench-compare BENCH_COMPARE_ARGS=--quick   a smoke run with tiny counts
+BENCH_COMPARE_ARGS ?=
+
+.PHONY: bench-compare
+
+bench-compare: setup
+	$(PY) benchmarks/compare.py $(BENCH_COMPARE_ARGS)
