@@ -31,6 +31,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import signal
 import sys
 import tempfile
@@ -45,10 +46,11 @@ for _p in (_HERE, _ROOT):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-import pgraft  # noqa: E402
 from chaos_checker import FAIL, INFO, OK, Anomaly, Op, check_appends, check_registers  # noqa: E402
 from chaos_disk import cachestat_available, log_has_unsynced, lose_unsynced  # noqa: E402
 from chaos_net import NODE_PORT, NetNamespaces, netns_available  # noqa: E402
+
+import pgraft  # noqa: E402
 from pgraft.demo import LocalCluster, NodeProcess  # noqa: E402
 from pgraft.errors import (  # noqa: E402
     ConnectionFailed,
@@ -248,8 +250,6 @@ class Campaign:
             self.net.close()
         if not keep_dir and self.base_dir:
             # Keep the history file (small) next to nothing else.
-            import shutil
-
             for name in os.listdir(self.base_dir):
                 path = os.path.join(self.base_dir, name)
                 if path != self.history_path:
@@ -453,7 +453,7 @@ class Campaign:
     async def membership_nemesis(self) -> None:
         rng = random.Random(self.cfg.seed * 31 + 2)
         while time.monotonic() < self.end - 5:
-            await asyncio.sleep(rng.uniform(3.0, 7.0))
+            await asyncio.sleep(rng.uniform(4.0, 10.0))
             if time.monotonic() >= self.end - 5:
                 break
             lead = await self.find_leader()
@@ -495,8 +495,7 @@ class Campaign:
         self.log(f"membership: add node {new} via {lead}: {outcome} {err or ''}")
         if outcome == FAIL:
             async with self.lock:
-                await asyncio.to_thread(self.c.stop, new)
-                self.retired.add(new)
+                await self.retire(new)
 
     async def remove_node(self, lead: int, target: int, action: str) -> None:
         outcome, err = await self.change(lead, "remove_node", target)
@@ -507,8 +506,13 @@ class Campaign:
         if outcome == OK:
             await asyncio.sleep(0.5)
             async with self.lock:
-                self.retired.add(target)
-                await asyncio.to_thread(self.c.stop, target)
+                await self.retire(target)
+
+    async def retire(self, node_id: int) -> None:
+        """Stop a node that left the cluster and free its data (its log file stays)."""
+        self.retired.add(node_id)
+        await asyncio.to_thread(self.c.stop, node_id)
+        await asyncio.to_thread(shutil.rmtree, self.c.nodes[node_id].data_dir, True)
 
     async def change(self, lead: int, method: str, *args: Any) -> tuple[str, str | None]:
         try:
@@ -579,10 +583,9 @@ class Campaign:
         view = await self.ask(lead, "get_nodes", timeout=3.0)
         members = sorted(n.node_id for n in view)
         async with self.lock:
-            for i, node in self.c.nodes.items():
+            for i in list(self.c.nodes):
                 if i not in members and i not in self.retired:
-                    self.retired.add(i)
-                    await asyncio.to_thread(self.c.stop, i)
+                    await self.retire(i)
         for i in members:
             if i in self.retired or i not in self.c.nodes:
                 self.anomalies.append(Anomaly("membership", f"node {i} is a member but was "

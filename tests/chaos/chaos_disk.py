@@ -297,7 +297,7 @@ def lose_unsynced(data_dir: str) -> LossReport:
     report.last_index_after = report.last_index_before
     if cut_from is not None:
         report.last_index_after = 0
-        for pos, (path, data, recs, data_end) in enumerate(plans):
+        for pos, (path, _data, recs, data_end) in enumerate(plans):
             if pos < cut_from[0]:
                 if recs:
                     report.last_index_after = recs[-1][2]
