@@ -19,7 +19,8 @@ probes), and pgraft's p50 as a multiple of it.
   process (``compare_pysyncobj.py``).
 
 Writes ``compare.json``, ``compare.md``, ``compare.latency_cdf.png`` and
-``compare.throughput.png`` into ``--out-dir`` (default ``benchmarks/results``). Installs what is
+``compare.throughput.png`` into ``--out-dir`` (default ``benchmarks/results``); a full run of all
+three systems also puts the table into ``docs/benchmarks-compare.md`` (between its markers). Installs what is
 missing first (``apt-get install etcd-server`` as root; ``pip install pysyncobj grpcio
 matplotlib`` into this interpreter) unless ``--no-install``. Every process it starts is stopped
 by its pid, also on errors, Ctrl-C and SIGTERM.
@@ -374,6 +375,24 @@ def plots(report: dict[str, Any], samples: dict[str, list[float]], out_dir: Path
     return paths
 
 
+DOC = HERE.parent / "docs" / "benchmarks-compare.md"
+_BEGIN, _END = "<!-- compare-table:begin -->", "<!-- compare-table:end -->"
+
+
+def update_doc(path: Path, table: str) -> None:
+    """Put the table of a full run between the markers of ``path`` (the README's section)."""
+    try:
+        doc = path.read_text()
+    except OSError:
+        return
+    if _BEGIN not in doc or _END not in doc:
+        return
+    head, rest = doc.split(_BEGIN, 1)
+    tail = rest.split(_END, 1)[1]
+    path.write_text(f"{head}{_BEGIN}\n{table}{_END}{tail}")
+    log(f"updated the table in {path}")
+
+
 # -------------------------------------------------------------------------------- main
 def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
@@ -405,6 +424,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--heartbeat-interval", type=int, default=100, metavar="MS",
                    help="pgraft's and etcd's heartbeat interval (default 100: both defaults)")
     p.add_argument("--floor-count", type=int, default=2000)
+    p.add_argument("--no-update-doc", dest="update_doc", action="store_false",
+                   help="do not put the table of a full run into docs/benchmarks-compare.md")
     ns = p.parse_args(argv)
     if ns.quick:
         ns.latency_count, ns.latency_max_seconds, ns.window_seconds = 200, 2.0, 0.5
@@ -492,6 +513,8 @@ def run(ns: argparse.Namespace) -> dict[str, Any]:
     text = markdown(report)
     (out / "compare.md").write_text(text)
     report["plots"] = plots(report, samples, out)
+    if not ns.quick and ns.update_doc and set(results) == set(SYSTEMS):
+        update_doc(DOC, text)
     print(text)
     log(f"wrote {out / 'compare.json'}, {out / 'compare.md'}, {', '.join(report['plots'])} "
         f"in {report['seconds']:.0f} s")
