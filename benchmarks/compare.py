@@ -20,10 +20,10 @@ probes), and pgraft's p50 as a multiple of it.
 
 Writes ``compare.json``, ``compare.md``, ``compare.latency_cdf.png`` and
 ``compare.throughput.png`` into ``--out-dir`` (default ``benchmarks/results``); a full run of all
-three systems also puts the table into ``docs/benchmarks-compare.md`` (between its markers). Installs what is
-missing first (``apt-get install etcd-server`` as root; ``pip install pysyncobj grpcio
-matplotlib`` into this interpreter) unless ``--no-install``. Every process it starts is stopped
-by its pid, also on errors, Ctrl-C and SIGTERM.
+three systems also puts the table into ``docs/benchmarks-compare.md`` (between its markers).
+Installs what is missing first (``apt-get install etcd-server`` as root; ``pip install
+pysyncobj grpcio matplotlib`` into this interpreter) unless ``--no-install``. Every process it
+starts is stopped by its pid, also on errors, Ctrl-C and SIGTERM.
 """
 
 from __future__ import annotations

@@ -470,16 +470,17 @@ def run_all(base_dir: str, *, latency_count: int, latency_max_s: float,
         samples = _run(latency(leader.endpoint, latency_count, latency_max_s))
         out["latency_samples_s"] = samples
         out["latency_ms"] = summary(samples, cdf=True)
+        if adds:
+            log(f"etcd: add member ({adds} times)")
+            out["add_member"] = bench_add_member(cluster, adds)
         out["throughput"] = []
+        leader = cluster.members[cluster.wait_for_leader()]
         for w in windows:
             r = _run(throughput(leader.endpoint, w, window_seconds))
             log(f"  etcd {w} in flight: {r['writes_per_s']:,.0f} puts/s "
                 f"(client CPU {r['client_cpu']:.0%}, machine CPU {r['machine_cpu_busy'] or 0:.0%} "
                 f"busy, {r['failed']} failed)")
             out["throughput"].append(r)
-        if adds:
-            log(f"etcd: add member ({adds} times)")
-            out["add_member"] = bench_add_member(cluster, adds)
         if kills:
             log(f"etcd: failover ({kills} leader kills)")
             out["failover_ms"] = bench_failover(cluster, kills)

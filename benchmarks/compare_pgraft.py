@@ -148,15 +148,17 @@ def run_all(base_dir: str, *, latency_count: int, latency_max_s: float, windows:
         samples = _run(lambda: latency(address, latency_count, latency_max_s))
         out["latency_samples_s"] = samples
         out["latency_ms"] = summary(samples, cdf=True)
-        out["throughput"] = []
-        for w in windows:
-            r = _run(lambda w=w: throughput(address, w, window_seconds))
-            log(f"  pgraft {w} in flight: {r['writes_per_s']:,.0f} appends/s "
-                f"(client CPU {r['client_cpu']:.0%}, {r['failed']} failed)")
-            out["throughput"].append(r)
         if adds:
             log(f"pgraft: add member ({adds} times)")
             out["add_member"] = bench_add_member(cluster, adds)
+        out["throughput"] = []
+        address = cluster.address(cluster.wait_for_leader(timeout=60))
+        for w in windows:
+            r = _run(lambda w=w: throughput(address, w, window_seconds))
+            log(f"  pgraft {w} in flight: {r['writes_per_s']:,.0f} appends/s "
+                f"(client CPU {r['client_cpu']:.0%}, machine CPU {r['machine_cpu_busy'] or 0:.0%} "
+                f"busy, {r['failed']} failed)")
+            out["throughput"].append(r)
         if kills:
             log(f"pgraft: failover ({kills} leader kills)")
             out["failover_ms"] = cluster_bench.bench_failover(cluster, kills)
