@@ -239,14 +239,26 @@ class RawNode:
         # a removed node keeps receiving entries until its removal commits, so that it
         # learns it was removed and stays quiet
         if self._conf_index() <= self.log.committed:
+            committed = self.log.committed
             for node_id in [i for i in self.prs if i not in m]:
+                pr = self.prs[node_id]
+                # a last heartbeat tells it that its removal committed, so it stays quiet
+                self.msgs.append(Message(MSG_HEARTBEAT, self.id, node_id, self.term,
+                                         commit=min(pr.match, committed)))
                 del self.prs[node_id]
                 self._match.pop(node_id, None)
         if self.transferee and not m.is_voter(self.transferee):
             self.transferee = 0
 
     def _promotable(self) -> bool:
-        return self.id in self._voters
+        """May this node campaign? A voter of the latest configuration may; so may a node whose
+        removal is not known committed yet (dissertation §4.2.2: it may still be needed to
+        commit that change, e.g. a leader that removed itself and lost leadership first). Its
+        votes are still counted with the latest configuration, which excludes it."""
+        if self.id in self._voters:
+            return True
+        return self.id in self._base.voters or any(
+            self.id in m.voters for _, m in self._confs[:-1])
 
     # -------------------------------------------------------------- status
     def status(self) -> Status:

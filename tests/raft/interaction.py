@@ -279,9 +279,9 @@ class Env:
         self.p(f"proposed at {index}/{term}")
 
     def c_propose_conf_change(self, args: list[str], kw: dict[str, str]) -> None:
-        node = int(args[1])
+        node = int(args[2])
         address, port = address_of(node)
-        cc = ConfChange(args[2], node, kw.get("address", address), int(kw.get("port", port)))
+        cc = ConfChange(args[1], node, kw.get("address", address), int(kw.get("port", port)))
         index, term = self.raw(int(args[0])).propose_membership_change(cc)
         self.p(f"proposed at {index}/{term}")
 
