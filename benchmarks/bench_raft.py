@@ -39,6 +39,9 @@ def main() -> None:
     node.campaign()
     for _ in range(3):
         rd = node.ready()
+        st.append(rd.entries)
+        if rd.hard_state is not None:
+            st.set_hard_state(rd.hard_state)
         node.advance(rd)
         for f in (2, 3):
             node.step(core.Message(core.MSG_PRE_VOTE_RESP, f, 1, node.term + 1))

@@ -60,8 +60,8 @@ from .types import (
     SNAPSHOT,
     HardState,
     ProgressStatus,
-    Ready,
     ReadState,
+    Ready,
     SnapshotMeta,
     SoftState,
     Status,
@@ -417,10 +417,9 @@ class RawNode:
         self.election_elapsed += 1
         if self.election_elapsed >= self.cfg.election_ticks:
             self.election_elapsed = 0
-            if self.cfg.check_quorum:
-                if not self._quorum_active():
-                    self._become_follower(self.term, 0)
-                    return
+            if self.cfg.check_quorum and not self._quorum_active():
+                self._become_follower(self.term, 0)
+                return
             if self.transferee:
                 self.transferee = 0  # abort: it did not happen within an election timeout
         if self.heartbeat_elapsed >= self.cfg.heartbeat_ticks:
@@ -553,7 +552,7 @@ class RawNode:
         if m.src == self.id or m.src == 0:
             return
         if m.term > self.term:
-            if mtype == MSG_VOTE or mtype == MSG_PRE_VOTE:
+            if mtype in (MSG_VOTE, MSG_PRE_VOTE):
                 force = m.context == CAMPAIGN_TRANSFER
                 in_lease = (self.cfg.check_quorum and self.leader_id != 0
                             and self.election_elapsed < self.cfg.election_ticks)
@@ -561,13 +560,13 @@ class RawNode:
                     return  # leader stickiness: a live leader was heard from recently
             if mtype == MSG_PRE_VOTE or (mtype == MSG_PRE_VOTE_RESP and not m.reject):
                 pass  # a pre-vote never changes our term
-            elif mtype == MSG_APP or mtype == MSG_HEARTBEAT or mtype == MSG_SNAP:
+            elif mtype in (MSG_APP, MSG_HEARTBEAT, MSG_SNAP):
                 self._become_follower(m.term, m.src)
             else:
                 self._become_follower(m.term, 0)
         elif m.term < self.term:
             if (self.cfg.check_quorum or self.cfg.pre_vote) and (
-                    mtype == MSG_APP or mtype == MSG_HEARTBEAT):
+                    mtype in (MSG_APP, MSG_HEARTBEAT)):
                 # a stale leader: tell it our term so it steps down
                 self.msgs_after.append(Message(MSG_APP_RESP, self.id, m.src, self.term))
             elif mtype == MSG_PRE_VOTE:
@@ -575,7 +574,7 @@ class RawNode:
                                          reject=True))
             return
 
-        if mtype == MSG_VOTE or mtype == MSG_PRE_VOTE:
+        if mtype in (MSG_VOTE, MSG_PRE_VOTE):
             self._handle_vote(m)
             return
         role = self.role
@@ -605,7 +604,7 @@ class RawNode:
 
     def _step_candidate(self, m: Any) -> None:
         mtype = m.type
-        if mtype == MSG_APP or mtype == MSG_HEARTBEAT or mtype == MSG_SNAP:
+        if mtype in (MSG_APP, MSG_HEARTBEAT, MSG_SNAP):
             self._become_follower(self.term, m.src)
             self._step_follower(m)
         elif (mtype == MSG_VOTE_RESP and self.role == CANDIDATE) or (
@@ -742,9 +741,7 @@ class RawNode:
             return
         if pr.maybe_update(m.index):
             self._match[m.src] = pr.match
-            if pr.state == PROBE:
-                pr.become_replicate()
-            elif pr.state == SNAPSHOT and pr.match + 1 >= self.log.first_index():
+            if pr.state == PROBE or pr.state == SNAPSHOT and pr.match + 1 >= self.log.first_index():
                 pr.become_replicate()
             if self._maybe_commit():
                 self._after_commit()
@@ -826,9 +823,10 @@ class RawNode:
         for to, pr in self.prs.items():
             while not pr.is_paused():
                 if pr.next <= last:
+                    before = pr.next
                     if not self._send_append(to, pr, False):
                         break
-                    if pr.state != REPLICATE:
+                    if pr.state != REPLICATE or pr.next == before:
                         break
                 else:
                     if pr.sent_commit < committed:

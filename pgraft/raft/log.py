@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .storage import Compacted, Storage, limit_size
+from .storage import Compacted, Storage, limit_size, take_limited
 from .types import SnapshotMeta
 
 
@@ -77,7 +77,7 @@ class RaftLog:
             return []
         off = self.offset
         if lo >= off:
-            return limit_size(self.unstable[lo - off:hi - off], max_bytes)
+            return take_limited(self.unstable, lo - off, hi - off, max_bytes)
         if self.unstable_snapshot is not None:
             raise Compacted(lo)
         ents = self.storage.entries(lo, min(hi, off), max_bytes)

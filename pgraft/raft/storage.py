@@ -68,14 +68,23 @@ def limit_size(ents: list[Any], max_bytes: int) -> list[Any]:
     """The longest prefix of ``ents`` (at least one entry) within ``max_bytes``."""
     if not ents:
         return ents
+    return take_limited(ents, 0, len(ents), max_bytes)
+
+
+def take_limited(seq: list[Any], start: int, end: int, max_bytes: int) -> list[Any]:
+    """``seq[start:end]`` cut to the longest prefix within ``max_bytes`` (one item at least),
+    without copying more than it returns."""
+    end = min(end, len(seq))
+    if start >= end:
+        return []
     total = 0
-    n = 0
-    for e in ents:
-        total += len(e.data) + _OVERHEAD
-        if total > max_bytes and n:
-            return ents[:n]
-        n += 1
-    return ents
+    j = start
+    while j < end:
+        total += len(seq[j].data) + _OVERHEAD
+        if total > max_bytes and j > start:
+            break
+        j += 1
+    return seq[start:j]
 
 
 class MemoryStorage:
@@ -112,7 +121,7 @@ class MemoryStorage:
         off = self._ents[0].index
         if lo <= off:
             raise Compacted(lo)
-        return limit_size(self._ents[lo - off:hi - off], max_bytes)
+        return take_limited(self._ents, lo - off, hi - off, max_bytes)
 
     def conf_entries(self, lo: int, hi: int) -> list[Any]:
         off = self._ents[0].index

@@ -22,7 +22,7 @@ from typing import Any
 
 from pgraft._impl import core
 from pgraft.errors import PgraftError
-from pgraft.raft import Config, ConfChange, MemoryStorage, RawNode, decode_conf_change
+from pgraft.raft import ConfChange, Config, MemoryStorage, RawNode, decode_conf_change
 from pgraft.raft.types import LEADER
 
 MSG_NAMES = {

@@ -20,12 +20,13 @@ leader's whole log and agrees on the membership.
 
 from __future__ import annotations
 
+import contextlib
 import random
 from typing import Any
 
 from pgraft._impl import core
 from pgraft.errors import PgraftError
-from pgraft.raft import Config, ConfChange, MemoryStorage, RawNode
+from pgraft.raft import ConfChange, Config, MemoryStorage, RawNode
 from pgraft.raft.membership import EMPTY
 from pgraft.raft.types import LEADER
 
@@ -254,19 +255,15 @@ class Simulation:
             ld = self.leader()
             if ld is not None:
                 self.proposals += 1
-                try:
+                with contextlib.suppress(PgraftError):
                     ld.raw.propose(f"v{self.proposals}".encode())
-                except PgraftError:
-                    pass
         elif x < 0.94:
             self.change_membership()
         elif x < 0.96:
             i = r.choice(up)
             if r.random() < 0.5:
-                try:
+                with contextlib.suppress(PgraftError):
                     self.nodes[i].raw.read_index(f"r{self.time}".encode())
-                except PgraftError:
-                    pass
             else:
                 self.compact(self.nodes[i])
         elif x < 0.965:
@@ -274,10 +271,8 @@ class Simulation:
             if ld is not None:
                 voters = [v for v in ld.raw.membership.voters if v != ld.id]
                 if voters:
-                    try:
+                    with contextlib.suppress(PgraftError):
                         ld.raw.transfer_leadership(r.choice(voters))
-                    except PgraftError:
-                        pass
         elif not self.faults:
             pass
         elif x < 0.975:
@@ -293,9 +288,8 @@ class Simulation:
         elif x < 0.98:
             if len(up) > 1:
                 self.crash(r.choice(up))
-        elif x < 0.99:
-            if self.down:
-                self.restart(r.choice(sorted(self.down)))
+        elif x < 0.99 and self.down:
+            self.restart(r.choice(sorted(self.down)))
 
     def change_membership(self) -> None:
         ld = self.leader()
@@ -342,7 +336,7 @@ class Simulation:
             self.restart(i)
         for _round in range(3000):
             self.time += 1
-            for i, n in self.nodes.items():
+            for n in self.nodes.values():
                 n.raw.tick()
                 for _ in range(4):
                     self.handle_ready(n, 0.0)
