@@ -556,7 +556,7 @@ class Campaign:
 
     async def final_checks(self) -> None:
         await self.heal_all()
-        lead = await self.wait_for("a leader", self.find_leader, 60)
+        lead = await self.wait_for("a leader", self.find_leader, 30)
         if lead is None:
             return
 
@@ -577,7 +577,7 @@ class Campaign:
             op.complete = time.monotonic()
             return op.result if op.type == OK else None
 
-        if await self.wait_for("a committed append", final_append, 60) is None:
+        if await self.wait_for("a committed append", final_append, 30) is None:
             return
         lead = await self.find_leader() or lead
         view = await self.ask(lead, "get_nodes", timeout=3.0)
@@ -616,7 +616,7 @@ class Campaign:
 
         stats = await self.wait_for(f"convergence of nodes {members} (membership, commit, "
                                     "applied and last index, every node a voter)",
-                                    converged, 90)
+                                    converged, 60)
         if stats is None:
             return
         self.final_members = members
