@@ -6,28 +6,22 @@ both import. The twins have the same API and run the same tests.
 
 from __future__ import annotations
 
+import importlib
 import os
 from types import ModuleType
 
-core: ModuleType
-log: ModuleType
 
-if os.environ.get("PGRAFT_PUREPYTHON", "") not in ("", "0"):
-    from . import _core_py as core
-    from . import _log_py as log
+def _select() -> tuple[ModuleType, ModuleType, str, str]:
+    if os.environ.get("PGRAFT_PUREPYTHON", "") not in ("", "0"):
+        reason = "PGRAFT_PUREPYTHON is set"
+    else:
+        try:  # both or neither: a compiled log with a pure core would mix Entry classes
+            return (importlib.import_module("pgraft._core"),
+                    importlib.import_module("pgraft._log"), "compiled", "")
+        except ImportError as exc:
+            reason = f"compiled extensions not importable: {exc}"
+    return (importlib.import_module("pgraft._core_py"),
+            importlib.import_module("pgraft._log_py"), "pure", reason)
 
-    IMPLEMENTATION = "pure"
-    FALLBACK_REASON = "PGRAFT_PUREPYTHON is set"
-else:
-    try:
-        from . import _core as core  # type: ignore[no-redef]
-        from . import _log as log  # type: ignore[no-redef]
 
-        IMPLEMENTATION = "compiled"
-        FALLBACK_REASON = ""
-    except ImportError as exc:
-        from . import _core_py as core
-        from . import _log_py as log
-
-        IMPLEMENTATION = "pure"
-        FALLBACK_REASON = f"compiled extensions not importable: {exc}"
+core, log, IMPLEMENTATION, FALLBACK_REASON = _select()
