@@ -30,7 +30,7 @@ if str(REPO_ROOT) not in sys.path:
 from pgraft.demo import _die_with_parent, free_port  # noqa: E402
 
 __all__ = ["PAYLOAD", "Processes", "closed_loop", "cpu_times", "free_port", "log",
-           "machine_busy", "summary", "wait_for"]
+           "log_tail", "machine_busy", "summary", "wait_for"]
 
 #: The value every system writes (the issue asks for 64-byte values).
 PAYLOAD = b"v" * 64
@@ -44,6 +44,17 @@ _CDF_Q = np.unique(np.concatenate([np.linspace(0.0, 0.99, 199),
 def log(text: str) -> None:
     """Progress goes to stderr, so stdout can carry results."""
     print(text, file=sys.stderr, flush=True)
+
+
+def log_tail(path: str | os.PathLike[str], lines: int = 15) -> str:
+    """The last ``lines`` lines of a child's log file, for error messages (the run's directory
+    is removed afterwards)."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:])
 
 
 def summary(samples_s: Sequence[float], *, cdf: bool = False) -> dict[str, Any]:

@@ -22,7 +22,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from compare_common import PAYLOAD, Processes, closed_loop, free_port, log, summary, wait_for
+from compare_common import (
+    PAYLOAD,
+    Processes,
+    closed_loop,
+    free_port,
+    log,
+    log_tail,
+    summary,
+    wait_for,
+)
 
 _PUT = "/etcdserverpb.KV/Put"
 _STATUS = "/etcdserverpb.Maintenance/Status"
@@ -244,7 +253,7 @@ class EtcdCluster:
         if not m.running:
             code = m.proc.returncode if m.proc is not None else None
             raise RuntimeError(f"etcd member {m.name} is not running (exit code {code}); "
-                               f"see {m.log_path}")
+                               f"its log ends with:\n{log_tail(m.log_path)}")
         return parse_status(self.call(m, _STATUS, b"", timeout))
 
     def leader(self) -> str | None:
@@ -348,14 +357,6 @@ async def first_put(endpoints: list[str], deadline: float) -> float:
             await ch.close()
 
 
-def _tail(path: str, lines: int = 15) -> str:
-    try:
-        with open(path, "rb") as f:
-            return "\n".join(f.read().decode("utf-8", "replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
 def _run(coro: Any) -> Any:
     # grpc.aio on the standard asyncio loop (not uvloop).
     with asyncio.Runner() as runner:
@@ -409,11 +410,11 @@ def bench_add_member(cluster: EtcdCluster, count: int) -> dict[str, Any]:
         try:
             wait_for(f"etcd member {new.name} listed everywhere", everywhere, 60, 0.001)
         except TimeoutError as exc:
-            raise TimeoutError(f"{exc}; {new.log_path} ends with:\n{_tail(new.log_path)}") \
+            raise TimeoutError(f"{exc}; {new.log_path} ends with:\n{log_tail(new.log_path)}") \
                 from None
         if not new.running:
             raise RuntimeError(f"the added etcd member {new.name} exited; {new.log_path} ends "
-                               f"with:\n{_tail(new.log_path)}")
+                               f"with:\n{log_tail(new.log_path)}")
         t_listed = time.perf_counter()
         api.append(t_api - t0)
         listed.append(t_listed - t0)
