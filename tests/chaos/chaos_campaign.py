@@ -368,12 +368,15 @@ class Campaign:
                 if kind == "lose-unsynced":
                     # Crash at a moment when there is unsynced data: freeze the node at random
                     # instants until its log has dirty pages (bounded), then kill it frozen.
-                    for _ in range(40):
+                    caught = 0
+                    for attempt in range(1, 101):
                         c.pause(target)
                         if await asyncio.to_thread(log_has_unsynced, c.nodes[target].data_dir):
+                            caught = attempt
                             break
                         c.resume(target)
-                        await asyncio.sleep(rng.uniform(0.005, 0.05))
+                        await asyncio.sleep(rng.uniform(0.002, 0.02))
+                    self.faults["lose-unsynced:frozen-with-unsynced-data"] += bool(caught)
                 await asyncio.to_thread(c.kill, target)
                 detail = ""
                 if kind == "lose-unsynced":
@@ -516,10 +519,16 @@ class Campaign:
 
     async def change(self, lead: int, method: str, *args: Any) -> tuple[str, str | None]:
         try:
-            await self.ask(lead, method, *args, timeout=5.0)
+            client = await pgraft.connect(self.c.address(lead), timeout=2.0)
+        except PgraftError as exc:  # nothing was sent
+            return FAIL, f"{type(exc).__name__}: {exc.message}"
+        try:
+            await getattr(client, method)(*args, timeout=5.0)
             return OK, None
         except PgraftError as exc:
             return (FAIL if definite_failure(exc) else INFO), f"{type(exc).__name__}: {exc.message}"
+        finally:
+            await client.close()
 
     # ---------------------------------------------------------------- final phase
     async def heal_all(self) -> None:
