@@ -68,6 +68,7 @@ from .raft import (
 )
 from .raft.membership import EMPTY, validate_address, validate_node_id
 from .server import Server
+from .snapshot import MSG_SNAP, MSG_SNAP_RESP, SnapshotManager
 from .state import (
     _APPEND_PREFIX,
     TAG_APPEND,
@@ -85,6 +86,7 @@ log = logging.getLogger("pgraft.node")
 ENTRY_CONF_CHANGE = core.ENTRY_CONF_CHANGE
 RECORD_HEADER_SIZE = core.RECORD_HEADER_SIZE
 DEFAULT_MAX_FRAME = 64 * 1024 * 1024
+_SNAP_TYPES = frozenset((MSG_SNAP, MSG_SNAP_RESP))
 #: Allocations between two young-generation collections in a node process (default 700).
 GC_THRESHOLD = 50_000
 
@@ -119,6 +121,15 @@ class NodeConfig:
     peer_queue_bytes: int = 64 * 1024 * 1024
     request_timeout: float = 30.0
     segment_size: int = 64 * 1024 * 1024
+    #: Snapshot after this many applied entries (0 = never by count; see pgraft.snapshot).
+    snapshot_entries: int = 100_000
+    #: ... or after this many bytes were added to the log (0 = never by size).
+    snapshot_bytes: int = 256 * 1024 * 1024
+    #: Entries kept in the log behind a snapshot, for followers that lag a little.
+    snapshot_keep: int = 5000
+    #: InstallSnapshot chunk size, and chunks in flight per transfer.
+    snapshot_chunk: int = 1024 * 1024
+    snapshot_window: int = 4
     seed: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -160,9 +171,15 @@ class NodeConfig:
                          "cluster out to start empty and be added by the leader")
         for name in ("max_frame", "max_payload", "max_msg_bytes", "max_inflight",
                      "max_pending_proposals", "max_pending_reads", "peer_queue_frames",
-                     "peer_queue_bytes", "segment_size"):
+                     "peer_queue_bytes", "segment_size", "snapshot_chunk", "snapshot_window"):
             if getattr(self, name) < 1:
                 raise InvalidArgument(f"{name} must be positive")
+        for name in ("snapshot_entries", "snapshot_bytes", "snapshot_keep"):
+            if getattr(self, name) < 0:
+                raise InvalidArgument(f"{name} must be 0 or more",
+                                      hint="0 turns that snapshot trigger off")
+        if self.snapshot_chunk + 1024 > self.max_frame:
+            raise InvalidArgument("snapshot_chunk must fit in a frame (max_frame)")
         if self.max_payload + RECORD_HEADER_SIZE > self.max_msg_bytes:
             raise InvalidArgument("max_payload must leave room for a record header within "
                                   "max_msg_bytes")
@@ -259,6 +276,19 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="largest frame accepted from peers and clients")
     parser.add_argument("--max-pending-proposals", type=int, default=65536,
                         help="proposals waiting to commit before new ones are refused")
+    parser.add_argument("--snapshot-entries", type=int, default=100_000, metavar="N",
+                        help="snapshot the applied state every N applied entries and compact "
+                             "the log (0 = not by count; default 100000)")
+    parser.add_argument("--snapshot-bytes", type=int, default=256 * 1024 * 1024,
+                        metavar="BYTES",
+                        help="also snapshot once BYTES were added to the log since the last "
+                             "snapshot (0 = not by size; default 268435456)")
+    parser.add_argument("--snapshot-keep", type=int, default=5000, metavar="N",
+                        help="entries kept in the log behind a snapshot, so that followers "
+                             "lagging by less catch up from the log (default 5000)")
+    parser.add_argument("--segment-size", type=int, default=64 * 1024 * 1024, metavar="BYTES",
+                        help="size of a log segment file; compaction drops whole segments "
+                             "(default 67108864)")
     parser.add_argument("--log-level", default="INFO",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         help="logging level (default INFO)")
@@ -273,7 +303,12 @@ def config_from_args(ns: argparse.Namespace) -> NodeConfig:
         heartbeat_interval_ms=ns.heartbeat_interval, listen_host=ns.listen_host,
         max_frame=ns.max_frame, max_pending_proposals=ns.max_pending_proposals,
         max_msg_bytes=min(16 * 1024 * 1024, max(1024 * 1024, ns.max_frame // 2)),
+        snapshot_entries=getattr(ns, "snapshot_entries", 100_000),
+        snapshot_bytes=getattr(ns, "snapshot_bytes", 256 * 1024 * 1024),
+        snapshot_keep=getattr(ns, "snapshot_keep", 5000),
+        segment_size=getattr(ns, "segment_size", 64 * 1024 * 1024),
     )
+    config.snapshot_chunk = min(config.snapshot_chunk, config.max_frame // 2)
     config.max_payload = min(config.max_payload, config.max_msg_bytes - 4096)
     config.extra["log_level"] = getattr(ns, "log_level", "INFO")
     config.validate()
@@ -376,6 +411,7 @@ class Node:
         self._running = False
         self._failed: asyncio.Future[BaseException | None] | None = None
         self._syncing = False
+        self.snapshots: SnapshotManager | None = None
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -394,6 +430,11 @@ class Node:
                                              max_entry_size=config.max_msg_bytes)
         try:
             self._open_core()
+            self.snapshots = SnapshotManager(
+                self, storage, entries=config.snapshot_entries, nbytes=config.snapshot_bytes,
+                keep=config.snapshot_keep, chunk_size=config.snapshot_chunk,
+                window=config.snapshot_window,
+                stall_timeout=max(1.0, 4 * config.election_timeout_ms / 1000.0))
             self._executor = concurrent.futures.ThreadPoolExecutor(
                 1, thread_name_prefix=f"pgraft-sync-{config.node_id}")
             self.server = Server(self)
@@ -439,8 +480,10 @@ class Node:
                      max_uncommitted=max(config.max_pending_proposals, 1),
                      max_pending_reads=config.max_pending_reads,
                      applied=storage.snapshot_meta().index, rand=rng)
-        self.raw = RawNode(cfg, storage)
         snap = storage.snapshot_meta()
+        if snap.index:  # restart from the snapshot (then the log tail is applied)
+            self.state.restore(storage.snapshots.load_data())
+        self.raw = RawNode(cfg, storage)
         if snap.membership is not None and snap.index:
             self._set_applied_membership(snap.index, snap.term, snap.membership, quiet=True)
         if config.initial_cluster is not None and not pristine:
@@ -491,6 +534,8 @@ class Node:
         if self.transport is not None:
             await self.transport.close()
             self.transport = None
+        if self.snapshots is not None:
+            await self.snapshots.close()
         if self._executor is not None:
             # Wait for a sync in flight: the log must not be closed under it.
             await self.loop.run_in_executor(None, self._executor.shutdown, True)
@@ -538,6 +583,9 @@ class Node:
             return
         step = raw.step
         for m in messages:
+            if m.type in _SNAP_TYPES:  # chunks and their acks: pgraft.snapshot
+                self.snapshots.on_message(m)  # type: ignore[union-attr]
+                continue
             try:
                 step(m)
             except PgraftError as exc:
@@ -554,7 +602,9 @@ class Node:
         raw = self.raw
         storage = self.storage
         transport = self.transport
+        snapshots = self.snapshots
         assert raw is not None and storage is not None and transport is not None
+        assert snapshots is not None
         loop = self.loop
         metrics = self.metrics
         try:
@@ -577,10 +627,9 @@ class Node:
                 if raw.membership is not self._peer_membership:
                     self._update_peers()
                 if rd.messages:
-                    transport.send(rd.messages)
+                    transport.send(snapshots.intercept(rd.messages))
                 if rd.snapshot is not None:
-                    storage.apply_snapshot(rd.snapshot)
-                    self._on_snapshot(rd.snapshot)
+                    await snapshots.install(rd.snapshot)  # restores state, resets the log
                 if rd.entries:
                     self._on_append(rd.entries)
                     storage.append(rd.entries)
@@ -604,6 +653,7 @@ class Node:
                     metrics.syncs += 1
                     metrics.sync_latency.observe(time.perf_counter() - started)
                 raw.advance(rd)
+                snapshots.after_ready()  # take a snapshot, or compact after one
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
@@ -768,12 +818,19 @@ class Node:
                          index)
 
     def _on_snapshot(self, meta: Any) -> None:
-        """A snapshot was installed: the applied state restarts from its metadata. (The state
-        machine data travels with the snapshot layer; until then only the membership does.)"""
+        """A received snapshot was installed (pgraft.snapshot restored the applied state from
+        its data): the membership view follows it, and waiters up to its index are released."""
         if meta.membership is not None:
             self._set_applied_membership(meta.index, meta.term, meta.membership,
                                          previous=self._applied_membership)
         self.state.mark_applied(meta.index, meta.term)
+        applied = self.state.applied_index
+        self._release_reads(applied)
+        waiters = self._apply_waiters
+        while waiters and waiters[0][0] <= applied:
+            _, _, fut = heapq.heappop(waiters)
+            if not fut.done():
+                fut.set_result(None)
 
     def _on_read_states(self, rd: Ready) -> None:
         applied = self.state.applied_index
@@ -1004,7 +1061,8 @@ class Node:
         st = raw.log
         return {"first_index": st.first_index(), "last_index": st.last_index(),
                 "commit_index": st.committed, "applied_index": self.state.applied_index,
-                "snapshot_index": st.snapshot_index(), "log_bytes": storage.byte_size}
+                "snapshot_index": storage.snapshot_meta().index,
+                "log_bytes": storage.byte_size}
 
     def status(self) -> dict[str, Any]:
         raw = self.raw
@@ -1026,8 +1084,9 @@ class Node:
             "applied_index": self.state.applied_index,
             "first_index": stats["first_index"],
             "last_index": st.last_index,
-            "snapshot_index": st.snapshot_index,
+            "snapshot_index": stats["snapshot_index"],
             "log_bytes": stats["log_bytes"],
+            "snapshot": self.snapshots.status() if self.snapshots is not None else None,
             "num_nodes": len(self.state.members),
             "membership": st.membership.to_list(),
             "transferee": st.transferee or None,

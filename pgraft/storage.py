@@ -6,7 +6,7 @@ A node's data directory::
     node_id         the node id this directory belongs to (written once)
     log/            pgraft._impl.log.Log segments
     hardstate       pgraft._impl.log.HardStateFile (term, vote, commit)
-    snapshot.meta   the last snapshot's metadata (index, term, membership), if any
+    snap/           the last snapshot of the applied state (pgraft.snapshot.SnapshotStore)
     node.sock       the Unix socket for local clients (made by the transport)
 
 Writes follow the Ready contract of :class:`pgraft.raft.Ready`: ``apply_snapshot`` and
@@ -28,14 +28,12 @@ import os
 import time
 from typing import Any
 
-import msgpack
-
 from ._impl import core
 from ._impl import log as logmod
 from .errors import PgraftError, StorageCorrupted, StorageError
-from .raft.membership import membership_from_obj, membership_to_obj
 from .raft.storage import Compacted
 from .raft.types import HardState, SnapshotMeta
+from .snapshot import SnapshotStore
 
 log = logging.getLogger("pgraft.storage")
 
@@ -43,7 +41,6 @@ LOCK_FILE = "LOCK"
 NODE_ID_FILE = "node_id"
 LOG_DIR = "log"
 HARD_STATE_FILE = "hardstate"
-SNAPSHOT_META_FILE = "snapshot.meta"
 SOCKET_FILE = "node.sock"
 
 ENTRY_CONF_CHANGE = core.ENTRY_CONF_CHANGE
@@ -173,7 +170,8 @@ class DiskStorage:
                                path=self.path) from None
 
     def _open(self, segment_size: int, max_entry_size: int) -> None:
-        self._snap = self._load_snapshot_meta()
+        self.snapshots = SnapshotStore(self.path)
+        self._snap = self.snapshots.meta
         self._log = logmod.Log(os.path.join(self.path, LOG_DIR), segment_size=segment_size,
                                max_entry_size=max_entry_size,
                                first_index=self._snap.index + 1)
@@ -191,7 +189,8 @@ class DiskStorage:
             raise StorageCorrupted(
                 f"log in {self.path} starts at {lg.first_index} but the snapshot ends at "
                 f"{snap.index}: entries are missing", path=self.path)
-        elif snap.index and (snap.index > lg.last_index or lg.term(snap.index) != snap.term):
+        elif snap.index and (snap.index > lg.last_index or (
+                lg.first_index <= snap.index and lg.term(snap.index) != snap.term)):
             # A snapshot was installed and the crash came before the old log was dropped.
             lg.reset(snap.index + 1)
         self._hsfile = logmod.HardStateFile(os.path.join(self.path, HARD_STATE_FILE))
@@ -203,26 +202,9 @@ class DiskStorage:
         if self._hs.commit > last:
             # The commit index can only point at entries this node holds.
             self._hs = HardState(self._hs.term, self._hs.vote, last)
-
-    # ------------------------------------------------------------- snapshot meta
-    def _load_snapshot_meta(self) -> SnapshotMeta:
-        path = os.path.join(self.path, SNAPSHOT_META_FILE)
-        try:
-            with open(path, "rb") as f:
-                raw = f.read()
-        except FileNotFoundError:
-            return SnapshotMeta(0, 0, None)
-        try:
-            obj = msgpack.unpackb(raw, raw=False, strict_map_key=False)
-            return SnapshotMeta(int(obj["index"]), int(obj["term"]),
-                                membership_from_obj(obj["membership"]))
-        except Exception as exc:
-            raise StorageCorrupted(f"{path} cannot be decoded: {exc}", path=path) from None
-
-    def _save_snapshot_meta(self, meta: SnapshotMeta) -> None:
-        write_file_atomic(os.path.join(self.path, SNAPSHOT_META_FILE), msgpack.packb(
-            {"index": meta.index, "term": meta.term,
-             "membership": membership_to_obj(meta.membership)}, use_bin_type=True))
+        if self._hs.commit < snap.index:
+            # A snapshot holds only committed entries (the saved commit index may lag).
+            self._hs = HardState(self._hs.term, self._hs.vote, snap.index)
 
     # ------------------------------------------------------------------ reads
     def hard_state(self) -> HardState:
@@ -232,33 +214,37 @@ class DiskStorage:
         return self._snap
 
     def first_index(self) -> int:
-        return self._snap.index + 1
+        # Entries behind the snapshot stay readable until compaction drops their segment.
+        first = self._log.first_index
+        snap_next = self._snap.index + 1
+        return first if first < snap_next else snap_next
 
     def last_index(self) -> int:
         last = self._log.last_index
         return last if last > self._snap.index else self._snap.index
 
     def term(self, index: int) -> int:
-        snap = self._snap
-        if index <= snap.index:
-            if index == snap.index:
-                return snap.term
-            raise Compacted(index)
-        return self._log.term(index)
+        lg = self._log
+        if lg.first_index <= index <= lg.last_index:
+            return lg.term(index)
+        if index == self._snap.index:
+            return self._snap.term
+        raise Compacted(index)
 
     def entries(self, lo: int, hi: int, max_bytes: int) -> list[Any]:
-        if lo <= self._snap.index:
+        if lo < self._log.first_index:
             raise Compacted(lo)
         return self._log.entries(lo, hi, max_bytes)
 
     def entry(self, index: int) -> Any | None:
         """The entry at ``index``, or None if it is compacted or beyond the log."""
-        if index <= self._snap.index or index > self._log.last_index:
+        if index < self._log.first_index or index > self._log.last_index:
             return None
         return self._log.entry(index)
 
     def conf_entries(self, lo: int, hi: int) -> list[Any]:
-        lo = max(lo, self._snap.index + 1)
+        # From the snapshot on only: a restart reads the log tail, not the whole history.
+        lo = max(lo, self._snap.index + 1, self._log.first_index)
         hi = min(hi, self._log.last_index + 1)
         out = []
         chunk = 4096
@@ -296,8 +282,13 @@ class DiskStorage:
         self._hs = hs
 
     def apply_snapshot(self, meta: SnapshotMeta) -> None:
-        """Install a snapshot's metadata: durable at once, and the log restarts after it."""
-        self._save_snapshot_meta(meta)
+        """Install a received snapshot (its file is already the store's current one, which is
+        the durable record): the log restarts after it."""
+        cur = self.snapshots.meta
+        if (cur.index, cur.term) != (meta.index, meta.term):
+            raise StorageError(f"snapshot {meta.index} (term {meta.term}) is installed but the "
+                               f"snapshot file on disk is {cur.index} (term {cur.term})",
+                               path=self.path)
         self._snap = meta
         lg = self._log
         if lg.first_index <= meta.index <= lg.last_index and lg.term(meta.index) == meta.term:
@@ -306,6 +297,19 @@ class DiskStorage:
             lg.compact(meta.index)
         else:
             lg.reset(meta.index + 1)
+
+    def set_snapshot(self, meta: SnapshotMeta) -> None:
+        """This node took a snapshot (its file is durable and current): the core sends it
+        to followers that need compacted entries. The log is not touched (see compact)."""
+        self._snap = meta
+
+    def compact(self, index: int) -> int:
+        """Drop the log prefix up to ``index`` (at most the snapshot index; whole segments
+        only, durable on return). Returns the new first index. Call it when no sync runs."""
+        index = min(index, self._snap.index)
+        if index >= self._log.first_index:
+            self._log.compact(index)
+        return self.first_index()
 
     # ------------------------------------------------------------------- sync
     def hard_state_dirty(self) -> bool:
