@@ -249,11 +249,11 @@ class SnapshotStore:
             _write_all(fd, head)
             _write_all(fd, raw_meta)
             view = memoryview(data)
-            half = len(view) // 2
+            if CRASH_POINT == "snapshot-write":
+                _write_all(fd, view[:len(view) // 2])
+                os.fsync(fd)  # what the crash leaves: a real, partial temp file
+                os.kill(os.getpid(), signal.SIGKILL)
             for lo in range(0, len(view), _WRITE_SLICE):
-                if CRASH_POINT == "snapshot-write" and lo >= half:
-                    os.fsync(fd)  # what the crash leaves: a real, partial temp file
-                    os.kill(os.getpid(), signal.SIGKILL)
                 _write_all(fd, view[lo:lo + _WRITE_SLICE])
             os.fsync(fd)
         except BaseException:
