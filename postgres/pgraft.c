@@ -7,6 +7,7 @@
  *
  *     <pgraft.python> -m pgraft serve --id N --address HOST --port PORT --data-dir DIR
  *         [--initial-cluster SPEC] --election-timeout MS --heartbeat-interval MS
+ *         --snapshot-entries N --snapshot-bytes BYTES --snapshot-keep N
  *
  * restarts it with exponential backoff when it exits, and stops it when PostgreSQL stops
  * (SIGTERM, then SIGKILL after PGRAFT_STOP_TIMEOUT_MS). The node never outlives the launcher:
@@ -71,6 +72,9 @@ static char *pgraft_initial_cluster = NULL;
 static char *pgraft_data_dir = NULL;
 static int	pgraft_election_timeout = 1000;
 static int	pgraft_heartbeat_interval = 100;
+static int	pgraft_snapshot_entries = 100000;
+static int	pgraft_snapshot_bytes = 262144;	/* kB */
+static int	pgraft_snapshot_keep = 5000;
 static char *pgraft_python = NULL;
 
 /*
@@ -374,6 +378,31 @@ check_data_dir(char **newval, void **extra, GucSource source)
 	return true;
 }
 
+/* Snapshot thresholds: 0 turns a trigger off; tiny values would snapshot all the time. */
+static bool
+check_snapshot_entries(int *newval, void **extra, GucSource source)
+{
+	if (*newval != 0 && *newval < 100)
+	{
+		GUC_check_errdetail("pgraft.snapshot_entries must be 0 (no snapshot by entry count) "
+							"or at least 100.");
+		return false;
+	}
+	return true;
+}
+
+static bool
+check_snapshot_bytes(int *newval, void **extra, GucSource source)
+{
+	if (*newval != 0 && *newval < 1024)
+	{
+		GUC_check_errdetail("pgraft.snapshot_bytes must be 0 (no snapshot by log size) or "
+							"at least 1MB.");
+		return false;
+	}
+	return true;
+}
+
 static bool
 check_python(char **newval, void **extra, GucSource source)
 {
@@ -428,6 +457,23 @@ define_settings(void)
 							"Must be shorter than pgraft.election_timeout.",
 							&pgraft_heartbeat_interval, 100, 1, 60000,
 							PGC_POSTMASTER, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("pgraft.snapshot_entries",
+							"Snapshot the applied state every this many applied entries.",
+							"The log prefix is then compacted (see pgraft.snapshot_keep). "
+							"0 = no snapshot by entry count.",
+							&pgraft_snapshot_entries, 100000, 0, PG_INT32_MAX,
+							PGC_POSTMASTER, 0, check_snapshot_entries, NULL, NULL);
+	DefineCustomIntVariable("pgraft.snapshot_bytes",
+							"Also snapshot once this much was added to the log.",
+							"0 = no snapshot by log size.",
+							&pgraft_snapshot_bytes, 262144, 0, PG_INT32_MAX,
+							PGC_POSTMASTER, GUC_UNIT_KB, check_snapshot_bytes, NULL, NULL);
+	DefineCustomIntVariable("pgraft.snapshot_keep",
+							"Log entries kept behind a snapshot.",
+							"A follower lagging by fewer entries catches up from the log "
+							"instead of receiving a snapshot.",
+							&pgraft_snapshot_keep, 5000, 0, PG_INT32_MAX,
+							PGC_POSTMASTER, 0, NULL, NULL, NULL);
 	DefineCustomStringVariable("pgraft.python",
 							   "Python interpreter that runs the pgraft node.",
 							   "Written by `pgraft postgres install`; its environment also "
@@ -439,6 +485,7 @@ define_settings(void)
 static const char *const setting_names[] = {
 	"pgraft.node_id", "pgraft.address", "pgraft.port", "pgraft.initial_cluster",
 	"pgraft.data_dir", "pgraft.election_timeout", "pgraft.heartbeat_interval",
+	"pgraft.snapshot_entries", "pgraft.snapshot_bytes", "pgraft.snapshot_keep",
 	"pgraft.python",
 };
 #define NUM_SETTINGS lengthof(setting_names)
@@ -465,8 +512,9 @@ validate_at_start(char **raw)
 					 errmsg("unrecognized configuration parameter \"%s\"", vars[i]->name),
 					 errhint("The pgraft settings are pgraft.node_id, pgraft.address, "
 							 "pgraft.port, pgraft.initial_cluster, pgraft.data_dir, "
-							 "pgraft.election_timeout, pgraft.heartbeat_interval and "
-							 "pgraft.python.")));
+							 "pgraft.election_timeout, pgraft.heartbeat_interval, "
+							 "pgraft.snapshot_entries, pgraft.snapshot_bytes, "
+							 "pgraft.snapshot_keep and pgraft.python.")));
 
 	for (int i = 0; i < (int) NUM_SETTINGS; i++)
 		if (raw[i] != NULL)
@@ -606,7 +654,7 @@ describe_exit(int status)
 
 typedef struct NodeArgs
 {
-	char	   *argv[24];
+	char	   *argv[32];
 	int			argc;
 	char	   *display;
 } NodeArgs;
@@ -638,6 +686,12 @@ build_node_args(NodeArgs *a, const char *data_dir)
 	a->argv[a->argc++] = psprintf("%d", pgraft_election_timeout);
 	a->argv[a->argc++] = "--heartbeat-interval";
 	a->argv[a->argc++] = psprintf("%d", pgraft_heartbeat_interval);
+	a->argv[a->argc++] = "--snapshot-entries";
+	a->argv[a->argc++] = psprintf("%d", pgraft_snapshot_entries);
+	a->argv[a->argc++] = "--snapshot-bytes";
+	a->argv[a->argc++] = psprintf("%lld", (long long) pgraft_snapshot_bytes * 1024);
+	a->argv[a->argc++] = "--snapshot-keep";
+	a->argv[a->argc++] = psprintf("%d", pgraft_snapshot_keep);
 	a->argv[a->argc] = NULL;
 
 	initStringInfo(&s);
