@@ -247,6 +247,12 @@ class _Inbound(asyncio.Protocol):
             if (isinstance(address, str) and address and isinstance(port, int)
                     and not isinstance(port, bool) and 0 < port < 65536):
                 owner.hints[peer_id] = (address, port)
+            link = owner.links.get(peer_id)
+            if link is not None and not link.connected:
+                # The peer is evidently up (it just dialled us): dial it back now rather than
+                # when the backoff ends (up to backoff_max later). Its replies to us travel on
+                # that link: waiting for it delayed elections after a restart by up to a second.
+                link.kick()
             transport.write(core.encode_control(
                 {"hello": "ok", "node_id": owner.node_id, "version": PROTOCOL_VERSION}))
             log.debug("node %d: inbound peer %d connected from %s", owner.node_id, peer_id,
@@ -494,9 +500,12 @@ class PeerLink:
         owner = self.owner
         delay = min(owner.backoff_max, owner.backoff_base * (2 ** min(attempt - 1, 16)))
         delay *= random.uniform(0.5, 1.0)
-        self._wake.clear()
+        if self._wake.is_set():  # kicked during the attempt that just failed: retry at once
+            self._wake.clear()
+            return
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._wake.wait(), delay)
+        self._wake.clear()
 
     def kick(self) -> None:
         """Retry a connection now instead of waiting out the backoff."""
