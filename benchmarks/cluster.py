@@ -11,8 +11,9 @@ Measures (issue 4's targets in brackets):
 - ``add_node`` to commit: p50 [<= 5 ms] (each added node is removed again, not timed);
 - leader ``kill -9`` -> a new leader accepting writes, ``--election-timeout 150``, 20 kills:
   p99 [<= 600 ms] (the killed node is restarted and caught up before the next kill);
-- the floor: ``fdatasync`` of 64 bytes on the file system of the data directories, and a
-  64-byte loopback TCP round trip to another process.
+- the floor: ``fdatasync`` of 64 bytes written into already-written space on the file system
+  of the data directories (what the log does; appending to a growing file is reported too), and
+  a 64-byte loopback TCP round trip to another process.
 
 ``--quick`` runs every part with tiny counts (to check that the script works).
 """
@@ -65,8 +66,30 @@ def log(text: str) -> None:
 
 # ------------------------------------------------------------------------- floor
 def floor_fdatasync(directory: str, count: int) -> dict[str, float]:
-    """Latency of write(64 B) + fdatasync in ``directory``."""
+    """Latency of write(64 B) + fdatasync in ``directory``, into space already written (zeros
+    written and synced first): what the log's appends do, since it zeroes its segments ahead
+    of the tail. Appending to a growing file instead also commits the new size to the journal
+    on every sync (see ``floor_fdatasync_growing``)."""
     path = os.path.join(directory, "fdatasync-probe")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    samples = []
+    try:
+        os.write(fd, bytes(len(PAYLOAD) * count + 4096))
+        os.fsync(fd)
+        for i in range(count):
+            t0 = time.perf_counter()
+            os.pwrite(fd, PAYLOAD, i * len(PAYLOAD))
+            os.fdatasync(fd)
+            samples.append(time.perf_counter() - t0)
+    finally:
+        os.close(fd)
+        os.unlink(path)
+    return pcts(samples)
+
+
+def floor_fdatasync_growing(directory: str, count: int) -> dict[str, float]:
+    """Latency of write(64 B) + fdatasync appending to a file that grows with each write."""
+    path = os.path.join(directory, "fdatasync-probe-growing")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     samples = []
     try:
@@ -271,8 +294,11 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         "| machine floor (same run) | p50 | p99 |",
         "|---|---|---|",
-        f"| fdatasync of 64 B | {floor['fdatasync_64b_ms']['p50']:.3f} ms | "
-        f"{floor['fdatasync_64b_ms']['p99']:.3f} ms |",
+        f"| write 64 B into written space + fdatasync | "
+        f"{floor['fdatasync_64b_ms']['p50']:.3f} ms | {floor['fdatasync_64b_ms']['p99']:.3f} ms |",
+        f"| append 64 B to a growing file + fdatasync | "
+        f"{floor['fdatasync_64b_growing_file_ms']['p50']:.3f} ms | "
+        f"{floor['fdatasync_64b_growing_file_ms']['p99']:.3f} ms |",
         f"| loopback TCP round trip, 64 B | {floor['loopback_rtt_ms']['p50']:.3f} ms | "
         f"{floor['loopback_rtt_ms']['p99']:.3f} ms |",
         "",
@@ -316,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="pgraft-bench-") as base:
         log("floor: fdatasync and loopback round trip")
         results["floor"] = {"fdatasync_64b_ms": floor_fdatasync(base, ns.floor_count),
+                            "fdatasync_64b_growing_file_ms": floor_fdatasync_growing(
+                                base, ns.floor_count),
                             "loopback_rtt_ms": floor_loopback_rtt(ns.floor_count)}
 
         with LocalCluster(3, base_dir=os.path.join(base, "steady")) as cluster:

@@ -97,8 +97,8 @@ def _describe(transport: asyncio.BaseTransport) -> str:
 
 # ----------------------------------------------------------------------------- clients
 class ClientConnection:
-    """One client connection: responses are CONTROL frames, coalesced into one write per
-    event-loop iteration."""
+    """One client connection: responses are CONTROL frames; the first of an event-loop
+    iteration is written at once, the rest of the iteration's together."""
 
     __slots__ = ("_transport", "_out", "_scheduled", "_loop", "closed", "peer", "tasks")
 
@@ -112,26 +112,30 @@ class ClientConnection:
         self.tasks: set[asyncio.Task[Any]] = set()
 
     def send(self, obj: Any) -> None:
-        if self.closed:
-            return
-        self._out.append(encode_control(obj))
-        if not self._scheduled:
-            self._scheduled = True
-            self._loop.call_soon(self._flush)
+        if not self.closed:
+            self._push(encode_control(obj))
 
     def send_result(self, rid: int, result: Any) -> None:
         """Send ``{"id": rid, "ok": true, "result": result}`` (the hot path of writes)."""
         if self.closed:
             return
         if result.__class__ is int and 0 <= rid < _U64 and 0 <= result < _U64:
-            self._out.append(_OK_INT.pack(_OK_INT_HEAD, rid, _OK_INT_MID, result))
+            self._push(_OK_INT.pack(_OK_INT_HEAD, rid, _OK_INT_MID, result))
         elif result is True and 0 <= rid < _U64:
-            self._out.append(_OK_TRUE.pack(_OK_TRUE_HEAD, rid, _OK_TRUE_TAIL))
+            self._push(_OK_TRUE.pack(_OK_TRUE_HEAD, rid, _OK_TRUE_TAIL))
         else:
-            self._out.append(encode_control({"id": rid, "ok": True, "result": result}))
-        if not self._scheduled:
-            self._scheduled = True
-            self._loop.call_soon(self._flush)
+            self._push(encode_control({"id": rid, "ok": True, "result": result}))
+
+    def _push(self, frame: bytes) -> None:
+        # The first answer of an event-loop iteration is written at once (a lone answer does
+        # not wait for the next iteration); the ones that follow it in the same iteration are
+        # written together when it ends.
+        if self._scheduled:
+            self._out.append(frame)
+            return
+        self._scheduled = True
+        self._transport.write(frame)
+        self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._scheduled = False
