@@ -138,6 +138,16 @@ class ProtocolError(PgraftError):
     sqlstate = "08P01"  # protocol_violation
 
 
+class AuthenticationFailed(PgraftError):
+    """The other side did not prove the cluster secret (missing, wrong, or replayed), or a
+    TLS peer certificate is missing."""
+
+    code = "authentication_failed"
+    sqlstate = "28000"  # invalid_authorization_specification
+    default_hint = ("give every node and client the same cluster secret "
+                    "(--secret-file / secret_file= / pgraft.secret_file); see docs/security.md")
+
+
 class DecodeError(ProtocolError, ValueError):
     """Bytes that are not a valid pgraft frame: truncated, oversized or inconsistent."""
 
