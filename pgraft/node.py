@@ -67,6 +67,7 @@ from .raft import (
     Ready,
 )
 from .raft.membership import EMPTY, validate_address, validate_node_id
+from .security import SecurityConfig, add_security_arguments, security_from_args
 from .server import Server
 from .snapshot import MSG_SNAP, MSG_SNAP_RESP, SnapshotManager
 from .state import (
@@ -131,6 +132,8 @@ class NodeConfig:
     snapshot_chunk: int = 1024 * 1024
     snapshot_window: int = 4
     seed: int | None = None
+    #: Cluster secret, TLS and connection limits (pgraft.security, docs/security.md).
+    security: SecurityConfig = field(default_factory=SecurityConfig)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -152,6 +155,7 @@ class NodeConfig:
                 hint="a usual choice is an election timeout of 10 heartbeat intervals")
         if self.tick_ms is not None and self.tick_ms < 1:
             raise InvalidArgument("tick_ms must be at least 1")
+        self.security.validate()
         if self.initial_cluster is not None:
             if not self.initial_cluster:
                 raise InvalidArgument("the initial cluster is empty")
@@ -292,6 +296,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="INFO",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         help="logging level (default INFO)")
+    add_security_arguments(parser)
 
 
 def config_from_args(ns: argparse.Namespace) -> NodeConfig:
@@ -307,6 +312,7 @@ def config_from_args(ns: argparse.Namespace) -> NodeConfig:
         snapshot_bytes=getattr(ns, "snapshot_bytes", 256 * 1024 * 1024),
         snapshot_keep=getattr(ns, "snapshot_keep", 5000),
         segment_size=getattr(ns, "segment_size", 64 * 1024 * 1024),
+        security=security_from_args(ns),
     )
     config.snapshot_chunk = min(config.snapshot_chunk, config.max_frame // 2)
     config.max_payload = min(config.max_payload, config.max_msg_bytes - 4096)
@@ -445,7 +451,8 @@ class Node:
                 else None,
                 max_frame=config.max_frame, max_queue_frames=config.peer_queue_frames,
                 max_queue_bytes=config.peer_queue_bytes,
-                advertise=(config.address, config.port), loop=loop)
+                advertise=(config.address, config.port), loop=loop,
+                security=config.security.load())
             await self.transport.start()
         except BaseException:
             await self._close_resources(graceful=False)
@@ -483,6 +490,9 @@ class Node:
         snap = storage.snapshot_meta()
         if snap.index:  # restart from the snapshot (then the log tail is applied)
             self.state.restore(storage.snapshots.load_data())
+            log.info("node %d: restored the snapshot at index %d (term %d); the log holds "
+                     "%d..%d", self.node_id, snap.index, snap.term, storage.first_index(),
+                     storage.last_index())
         self.raw = RawNode(cfg, storage)
         if snap.membership is not None and snap.index:
             self._set_applied_membership(snap.index, snap.term, snap.membership, quiet=True)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import (
     InvalidArgument,
+    Overloaded,
     PayloadTooLarge,
     PgraftError,
     ProtocolError,
@@ -132,12 +133,14 @@ class _Reply:
         if self.finished:
             return
         self.finished = True
+        self.conn.inflight -= 1
         self.conn.send_result(self.rid, result)
 
     def set_exception(self, exc: BaseException) -> None:
         if self.finished:
             return
         self.finished = True
+        self.conn.inflight -= 1
         if isinstance(exc, PgraftError):
             self.server._error(self.conn, self.rid, exc)
         else:
@@ -151,6 +154,8 @@ class Server:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.loop = node.loop
+        #: Requests one connection may have in flight (docs/security.md).
+        self.max_inflight = node.config.security.max_client_inflight
         self._buckets: dict[int, list[_Reply]] = {}
         self._bucket_keys: list[int] = []
         self._sweep_at: int | None = None
@@ -184,6 +189,11 @@ class Server:
         args = req.get("args")
         if args is None:
             args = {}
+        if conn.inflight >= self.max_inflight:
+            self._error(conn, rid, Overloaded(
+                f"this connection has {conn.inflight} requests in flight, the limit",
+                hint="wait for answers before sending more, or use more connections"))
+            return
         try:
             if args.__class__ is not dict:
                 raise InvalidArgument(f"args must be a map, got {type(args).__name__}")
@@ -200,6 +210,7 @@ class Server:
                     data = bytes(data)
                 reply = _Reply(self, conn, rid, timeout)
                 node.propose_append(data, reply)
+                conn.inflight += 1
                 self._watch(reply)
                 return
             if not isinstance(op, str):
@@ -212,12 +223,14 @@ class Server:
                                           f"{type(value).__name__}")
                 reply = _Reply(self, conn, rid, timeout)
                 node.propose_kv_put(key, value, reply)
+                conn.inflight += 1
                 self._watch(reply)
                 return
             if op == "kv_delete":
                 key = check_key(args)
                 reply = _Reply(self, conn, rid, timeout)
                 node.propose_kv_delete(key, reply)
+                conn.inflight += 1
                 self._watch(reply)
                 return
             instant = self._instant.get(op)
@@ -237,6 +250,7 @@ class Server:
             return
         task = self.loop.create_task(self._run_slow(conn, rid, op, slow(args, timeout),
                                                     timeout))
+        conn.inflight += 1
         conn.tasks.add(task)
         task.add_done_callback(conn.tasks.discard)
 
@@ -314,6 +328,8 @@ class Server:
             self._error(conn, rid, PgraftError(f"internal error in {op}: {exc}"))
         else:
             conn.send({"id": rid, "ok": True, "result": result})
+        finally:
+            conn.inflight -= 1
 
     # ------------------------------------------------------------------- ops
     async def _add_node(self, args: dict[str, Any], timeout: float) -> bool:

@@ -18,6 +18,7 @@ import logging
 import os
 import random
 import socket
+import ssl
 import struct
 from collections import deque
 from collections.abc import Iterable
@@ -26,8 +27,18 @@ from typing import Any, Protocol, cast
 import msgpack
 
 from ._impl import core
-from .errors import DecodeError, PgraftError, ProtocolError, StorageError
+from .auth import ClientAuth, RateLimitedLog, ServerChallenge, server_challenge
+from .errors import (
+    AuthenticationFailed,
+    DecodeError,
+    Overloaded,
+    PgraftError,
+    ProtocolError,
+    StorageError,
+)
 from .metrics import Metrics
+from .security import HANDSHAKE_MAX_BYTES, LoadedSecurity, is_loopback
+from .tls import describe_ssl_error
 
 log = logging.getLogger("pgraft.transport")
 
@@ -100,7 +111,8 @@ class ClientConnection:
     """One client connection: responses are CONTROL frames; the first of an event-loop
     iteration is written at once, the rest of the iteration's together."""
 
-    __slots__ = ("_transport", "_out", "_scheduled", "_loop", "closed", "peer", "tasks")
+    __slots__ = ("_transport", "_out", "_scheduled", "_loop", "closed", "peer", "tasks",
+                 "inflight")
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self._transport = transport
@@ -110,6 +122,8 @@ class ClientConnection:
         self.closed = False
         self.peer = _describe(transport)
         self.tasks: set[asyncio.Task[Any]] = set()
+        #: Requests of this connection not answered yet (bounded: max_client_inflight).
+        self.inflight = 0
 
     def send(self, obj: Any) -> None:
         if not self.closed:
@@ -170,6 +184,10 @@ class _Inbound(asyncio.Protocol):
         self._client: ClientConnection | None = None
         self._where = "?"
         self._dropped = False
+        self._auth: ServerChallenge | None = None  # while mode is "auth"
+        self._hello_msg: dict[str, Any] = {}
+        self._address: str | None = None  # remote IP, counted in owner._per_address
+        self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it
@@ -177,7 +195,18 @@ class _Inbound(asyncio.Protocol):
         self._transport = transport
         self._where = _describe(transport)
         _set_nodelay(transport)
-        self._owner._inbound.add(self)
+        owner = self._owner
+        owner._inbound.add(self)
+        refusal = owner._admit(self, transport)
+        if refusal is not None:
+            self._refuse(refusal)
+            return
+        self._timer = owner.loop.call_later(owner.handshake_timeout, self._handshake_expired)
+
+    def _handshake_expired(self) -> None:
+        self._timer = None
+        if self._mode in (None, "auth") and not self._dropped:
+            self._drop(f"no handshake within {self._owner.handshake_timeout:g}s")
 
     def data_received(self, data: bytes) -> None:
         if self._dropped:
@@ -189,6 +218,9 @@ class _Inbound(asyncio.Protocol):
             self._drop(f"malformed frame: {exc.message}")
             return
         if not items:
+            if self._mode in (None, "auth") and self._decoder.pending_bytes > \
+                    HANDSHAKE_MAX_BYTES:
+                self._drop(f"handshake frame over {HANDSHAKE_MAX_BYTES} bytes")
             return
         mode = self._mode
         if mode == "peer":
@@ -207,8 +239,18 @@ class _Inbound(asyncio.Protocol):
         if mode == "client":
             self._requests(items)
             return
-        first = items[0]
-        if not self._hello(first):
+        if self._decoder.pending_bytes > HANDSHAKE_MAX_BYTES:
+            self._drop(f"handshake frame over {HANDSHAKE_MAX_BYTES} bytes")
+            return
+        if mode == "auth":
+            if not self._proof(items[0]):
+                return
+        elif not self._hello(items[0]):
+            return
+        if self._mode == "auth":
+            if len(items) > 1:
+                self._refuse(AuthenticationFailed("frames sent before the authentication "
+                                                  "challenge was answered"))
             return
         if len(items) > 1:
             rest = items[1:]
@@ -245,8 +287,56 @@ class _Inbound(asyncio.Protocol):
             if peer_id == owner.node_id:
                 self._refuse(f"peer claims this node's own id {peer_id}")
                 return False
-            self._mode = "peer"
+            if owner.server_ssl is not None and not transport.get_extra_info("peercert"):
+                self._refuse(AuthenticationFailed(
+                    f"peer {peer_id} presented no TLS certificate",
+                    hint="start every node with --tls-cert/--tls-key signed by the --tls-ca "
+                         "of the others"))
+                return False
             self._peer_id = peer_id
+        elif kind != "client":
+            self._refuse(f"unknown hello kind {kind!r}")
+            return False
+        self._hello_msg = item
+        # The cluster secret: required over TCP; on the Unix socket the OS user is the
+        # credential (docs/security.md), and a client that offers a proof still gets checked.
+        secret = owner.secret
+        if secret is not None and (self._allow_peers or "nonce" in item):
+            try:
+                self._auth = server_challenge(secret, item, owner.node_id)
+            except AuthenticationFailed as exc:
+                self._refuse(exc)
+                return False
+            self._mode = "auth"
+            transport.write(core.encode_control(self._auth.challenge(PROTOCOL_VERSION)))
+            return True
+        self._accept()
+        return True
+
+    def _proof(self, item: Any) -> bool:
+        auth = self._auth
+        assert auth is not None
+        self._auth = None
+        try:
+            auth.verify(item)
+        except AuthenticationFailed as exc:
+            self._refuse(exc)
+            return False
+        self._accept()
+        return True
+
+    def _accept(self) -> None:
+        owner = self._owner
+        transport = self._transport
+        assert transport is not None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        item = self._hello_msg
+        self._hello_msg = {}
+        if item.get("hello") == "peer":
+            peer_id = self._peer_id
+            self._mode = "peer"
             address, port = item.get("address"), item.get("port")
             if (isinstance(address, str) and address and isinstance(port, int)
                     and not isinstance(port, bool) and 0 < port < 65536):
@@ -261,16 +351,12 @@ class _Inbound(asyncio.Protocol):
                 {"hello": "ok", "node_id": owner.node_id, "version": PROTOCOL_VERSION}))
             log.debug("node %d: inbound peer %d connected from %s", owner.node_id, peer_id,
                       self._where)
-            return True
-        if kind == "client":
-            self._mode = "client"
-            self._client = ClientConnection(transport, owner.loop)
-            owner.metrics.client_connections += 1
-            transport.write(core.encode_control(
-                {"hello": "ok", "node_id": owner.node_id, "version": PROTOCOL_VERSION}))
-            return True
-        self._refuse(f"unknown hello kind {kind!r}")
-        return False
+            return
+        self._mode = "client"
+        self._client = ClientConnection(transport, owner.loop)
+        owner.metrics.client_connections += 1
+        transport.write(core.encode_control(
+            {"hello": "ok", "node_id": owner.node_id, "version": PROTOCOL_VERSION}))
 
     def _requests(self, items: list[Any]) -> None:
         client = self._client
@@ -282,14 +368,20 @@ class _Inbound(asyncio.Protocol):
                 return
             handler.handle_request(client, item)
 
-    def _refuse(self, reason: str) -> None:
+    def _refuse(self, reason: str | PgraftError) -> None:
         transport = self._transport
         assert transport is not None
-        err = ProtocolError(reason, hint="connect with a pgraft client or node of the same "
-                                         "version")
-        log.warning("node %d: refused connection from %s: %s", self._owner.node_id, self._where,
-                    reason)
+        if isinstance(reason, PgraftError):
+            err = reason
+        else:
+            err = ProtocolError(reason, hint="connect with a pgraft client or node of the same "
+                                             "version")
+        self._owner.rlog.warning(err.code, "node %d: refused connection from %s: %s",
+                                 self._owner.node_id, self._where, err.message)
         self._owner.metrics.frames_rejected += 1
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         transport.write(core.encode_control({"hello": "error", "error": err.to_wire()}))
         self._dropped = True
         transport.close()
@@ -299,14 +391,18 @@ class _Inbound(asyncio.Protocol):
         assert transport is not None
         who = f"peer {self._peer_id}" if self._mode == "peer" else (
             "client" if self._mode == "client" else "connection")
-        log.warning("node %d: dropped %s from %s: %s", self._owner.node_id, who, self._where,
-                    reason)
+        self._owner.rlog.warning("dropped", "node %d: dropped %s from %s: %s",
+                                 self._owner.node_id, who, self._where, reason)
         self._owner.metrics.frames_rejected += 1
         self._dropped = True
         transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._owner._inbound.discard(self)
+        self._owner._release(self)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if not self._dropped and self._decoder.pending_bytes:
             who = f"peer {self._peer_id}" if self._mode == "peer" else (
                 "client" if self._mode == "client" else "connection")
@@ -337,6 +433,9 @@ class _Outbound(asyncio.Protocol):
         self.hello: asyncio.Future[Any] = loop.create_future()
         self.closed: asyncio.Future[Exception | None] = loop.create_future()
         self.paused = False
+        secret = link.owner.secret
+        self._auth = ClientAuth(secret, "peer", link.owner.node_id, link.peer_id) \
+            if secret is not None else None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)
@@ -349,6 +448,8 @@ class _Outbound(asyncio.Protocol):
         if advertise is not None:
             # Optional extension of the peer hello: where the dialling node listens.
             hello["address"], hello["port"] = advertise
+        if self._auth is not None:
+            hello.update(self._auth.hello_fields())
         transport.write(core.encode_control(hello))
 
     def data_received(self, data: bytes) -> None:
@@ -359,6 +460,20 @@ class _Outbound(asyncio.Protocol):
             return
         for item in items:
             if not self.hello.done():
+                auth = self._auth
+                if auth is not None and not (isinstance(item, dict)
+                                             and item.get("hello") == "error"):
+                    # The node's challenge: check its proof, answer with ours; its "ok" or
+                    # refusal comes next.
+                    self._auth = None
+                    try:
+                        proof = auth.answer(item)
+                    except AuthenticationFailed as exc:
+                        self._fail(exc)
+                        return
+                    assert self.transport is not None
+                    self.transport.write(core.encode_control(proof))
+                    continue
                 self.hello.set_result(item)
             else:
                 self._fail(ProtocolError("unexpected frame on an outbound peer connection"))
@@ -451,7 +566,10 @@ class PeerLink:
             proto: _Outbound | None = None
             try:
                 _, proto = await asyncio.wait_for(
-                    loop.create_connection(lambda: _Outbound(self), self.address, self.port),
+                    loop.create_connection(
+                        lambda: _Outbound(self), self.address, self.port, ssl=owner.client_ssl,
+                        server_hostname=self.address if owner.client_ssl is not None
+                        else None),
                     owner.connect_timeout)
                 reply = await asyncio.wait_for(proto.hello, owner.connect_timeout)
                 if not isinstance(reply, dict) or reply.get("hello") != "ok":
@@ -470,8 +588,14 @@ class PeerLink:
                     proto.transport.abort()
                 if not self._reported_failure:
                     self._reported_failure = True
-                    log.info("node %d: peer %d at %s unreachable: %s", owner.node_id,
-                             self.peer_id, self.endpoint, exc or type(exc).__name__)
+                    if isinstance(exc, AuthenticationFailed | ssl.SSLError):
+                        log.warning("node %d: peer %d at %s refused: %s", owner.node_id,
+                                    self.peer_id, self.endpoint,
+                                    exc.message if isinstance(exc, PgraftError)
+                                    else describe_ssl_error(exc))
+                    else:
+                        log.info("node %d: peer %d at %s unreachable: %s", owner.node_id,
+                                 self.peer_id, self.endpoint, exc or type(exc).__name__)
                 attempt += 1
                 await self._backoff(attempt)
                 continue
@@ -539,8 +663,20 @@ class Transport:
                  max_write_buffer: int = 4 * 1024 * 1024, connect_timeout: float = 2.0,
                  backoff_base: float = 0.02, backoff_max: float = 1.0,
                  advertise: tuple[str, int] | None = None,
-                 loop: asyncio.AbstractEventLoop | None = None) -> None:
+                 loop: asyncio.AbstractEventLoop | None = None,
+                 security: LoadedSecurity | None = None) -> None:
         self.node_id = node_id
+        #: Cluster secret (None: no authentication) and TLS contexts (docs/security.md).
+        self.secret = security.secret if security is not None else None
+        self.server_ssl = security.server_ssl if security is not None else None
+        self.client_ssl = security.client_ssl if security is not None else None
+        limits = security.config if security is not None else None
+        self.max_connections = limits.max_connections if limits else 1024
+        self.max_connections_per_address = limits.max_connections_per_address if limits \
+            else 64
+        self.handshake_timeout = limits.handshake_timeout if limits else 10.0
+        self._per_address: dict[str, int] = {}
+        self.rlog = RateLimitedLog(log)
         self.host = host
         self.port = port
         self.sink = sink
@@ -568,8 +704,16 @@ class Transport:
     async def start(self) -> None:
         loop = self.loop
         server = await loop.create_server(lambda: _Inbound(self, True), self.host, self.port,
-                                          reuse_address=True, backlog=1024)
+                                          reuse_address=True, backlog=1024,
+                                          ssl=self.server_ssl,
+                                          ssl_handshake_timeout=self.handshake_timeout
+                                          if self.server_ssl is not None else None)
         self._servers.append(server)
+        if self.secret is None and not is_loopback(self.host):
+            log.warning("node %d listens on %s without a cluster secret: anyone who can reach "
+                        "this port can read the cluster and change its membership; use this "
+                        "only on a trusted network, or start it with --secret-file (see "
+                        "docs/security.md)", self.node_id, self.host)
         if self.port == 0:
             self.port = server.sockets[0].getsockname()[1]
         if self.unix_path is not None:
@@ -590,6 +734,47 @@ class Transport:
             sock.setblocking(False)
             userver = await loop.create_unix_server(lambda: _Inbound(self, False), sock=sock)
             self._servers.append(userver)
+
+    # ------------------------------------------------------------ admission
+    def _admit(self, conn: _Inbound, transport: asyncio.Transport) -> PgraftError | None:
+        """Count a new inbound connection; the error to refuse it with when over a limit, or
+        when a Unix socket client is another OS user."""
+        if len(self._inbound) > self.max_connections:
+            return Overloaded(f"node {self.node_id} has {self.max_connections} connections "
+                              "open, its limit", hint="close idle clients, or raise "
+                                                      "--max-connections")
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            address = str(peer[0])
+            count = self._per_address.get(address, 0)
+            if count >= self.max_connections_per_address:
+                return Overloaded(f"{count} connections from {address} are open, the limit "
+                                  "per address", hint="reuse connections, or raise "
+                                                      "--max-connections-per-address")
+            self._per_address[address] = count + 1
+            conn._address = address
+            return None
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family == socket.AF_UNIX:
+            with contextlib.suppress(OSError):
+                creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                        struct.calcsize("3i"))
+                uid = struct.unpack("3i", creds)[1]
+                if uid not in (os.geteuid(), 0):
+                    return AuthenticationFailed(
+                        f"uid {uid} may not use the socket of node {self.node_id}",
+                        hint="connect as the node's OS user, or over TCP with the secret")
+        return None
+
+    def _release(self, conn: _Inbound) -> None:
+        address = conn._address
+        if address is not None:
+            conn._address = None
+            count = self._per_address.get(address, 0) - 1
+            if count > 0:
+                self._per_address[address] = count
+            else:
+                self._per_address.pop(address, None)
 
     # ---------------------------------------------------------------- peers
     def set_peers(self, peers: dict[int, tuple[str, int]]) -> None:
