@@ -449,6 +449,7 @@ class SnapshotManager:
         self._incoming: _Incoming | None = None
         self._verified: dict[tuple[int, int], tuple[str, SnapshotFile]] = {}
         self._closed = False
+        self._installing = False
         self._rearm(self.store.meta.index)
 
     # ------------------------------------------------------------------- policy
@@ -494,7 +495,10 @@ class SnapshotManager:
             return
         self.stats.last_take_seconds = time.perf_counter() - started
         self._done = f
-        self.node._kick()
+        if not self.node._syncing and not self._installing:
+            # The Ready loop is idle (waiting for work) or between two awaits that do not touch
+            # the log: compact now rather than after the next Ready, which may be far off.
+            self._finish_taken()
 
     def _finish_taken(self) -> None:
         f = self._done
@@ -809,9 +813,13 @@ class SnapshotManager:
             raise StorageError(f"the core installs snapshot {meta.index} (term {meta.term}) but "
                                "no verified snapshot file was received for it")
         tmp, f = entry
-        f = await loop.run_in_executor(self.executor, self.store.adopt, tmp, f)
-        data = await loop.run_in_executor(
-            self.executor, lambda: self.store.load_data(f, verify=False))
+        self._installing = True
+        try:
+            f = await loop.run_in_executor(self.executor, self.store.adopt, tmp, f)
+            data = await loop.run_in_executor(
+                self.executor, lambda: self.store.load_data(f, verify=False))
+        finally:
+            self._installing = False
         self.store.set_current(f)
         if self._done is not None and self._done.meta.index <= meta.index:
             with contextlib.suppress(FileNotFoundError):
