@@ -8,8 +8,11 @@ same methods. The durable log of the runtime implements this protocol over ``pgr
 :class:`MemoryStorage` implements it over lists, for tests and the simulation.
 
 Indexes: the snapshot covers ``[1, snapshot.index]``; entries ``[first_index(), last_index()]``
-follow it, with ``first_index() == snapshot.index + 1``. ``term(snapshot.index)`` is the
-snapshot's term; asking for anything below it raises :class:`Compacted`.
+follow it, with ``first_index() <= snapshot.index + 1``: a durable log may keep some entries
+behind its snapshot (so that a follower lagging a little catches up from the log), and
+:class:`MemoryStorage` keeps none. ``term(snapshot.index)`` is the snapshot's term; asking for
+an entry or term below ``first_index()`` (other than the snapshot's) raises
+:class:`Compacted`.
 """
 
 from __future__ import annotations
