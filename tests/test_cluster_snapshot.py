@@ -92,7 +92,8 @@ def test_kill9_while_writing_a_snapshot_keeps_the_old_one(cluster_factory) -> No
 
 
 def test_many_appends_keep_the_data_directory_bounded(cluster_factory) -> None:  # type: ignore[no-untyped-def]
-    entries, keep, segment, payload = 1000, 500, 256 * 1024, 100
+    entries = int(os.environ.get("PGRAFT_TEST_SNAPSHOT_ENTRIES", "1000"))
+    keep, segment, payload = 500, 256 * 1024, 100
     appends = int(os.environ.get("PGRAFT_TEST_SNAPSHOT_APPENDS", "100000"))
     args = ["--snapshot-entries", str(entries), "--snapshot-keep", str(keep),
             "--segment-size", str(segment), "--snapshot-bytes", "0"]
