@@ -253,5 +253,5 @@ class RateLimitedLog:
             window[2] += 1
             return False
         window[1] += 1
-        self._log.warning(msg, *args)
+        self._log.warning(msg, *args, stacklevel=2)
         return True

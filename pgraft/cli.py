@@ -234,6 +234,19 @@ def _timeout_arg(text: str) -> float:
                                          f"{text!r}") from None
 
 
+def _security_arguments(parser: argparse.ArgumentParser, default: Any) -> None:
+    parser.add_argument("--secret-file", default=default, metavar="PATH",
+                        help="prove the cluster secret in PATH (mode 0600) to the node; default "
+                             "$PGRAFT_SECRET_FILE (docs/security.md)")
+    parser.add_argument("--tls-ca", default=default, metavar="PEM",
+                        help="connect over TLS, verifying the node's certificate against this "
+                             "CA; default $PGRAFT_TLS_CA")
+    parser.add_argument("--tls-cert", default=default, metavar="PEM",
+                        help="client certificate to present over TLS (with --tls-key)")
+    parser.add_argument("--tls-key", default=default, metavar="PEM",
+                        help="private key of --tls-cert (mode 0600)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every command but ``serve``, ``demo`` and ``postgres`` (which delegate)."""
     parser = _Parser(prog="pgraft", description="Run a pgraft node, look at a cluster and "
@@ -247,12 +260,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print the result as JSON (bytes as hex)")
     common.add_argument("--timeout", type=_timeout_arg, default=argparse.SUPPRESS,
                         metavar="SECONDS", help=f"per-call timeout (default {DEFAULT_TIMEOUT:g})")
+    _security_arguments(common, argparse.SUPPRESS)
     parser.add_argument("--node", default=None, metavar="HOST:PORT|SOCKET",
                         help="the node to ask (default: $PGRAFT_NODE or 127.0.0.1:7001)")
     parser.add_argument("--json", action="store_true", default=False,
                         help="print the result as JSON (bytes as hex)")
     parser.add_argument("--timeout", type=_timeout_arg, default=DEFAULT_TIMEOUT,
                         metavar="SECONDS", help=f"per-call timeout (default {DEFAULT_TIMEOUT:g})")
+    _security_arguments(parser, None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.add_parser("serve", help="run one node (see 'pgraft serve --help')", add_help=False)
     sub.add_parser("demo", help="run the seed walkthrough on a local 3-node cluster",
@@ -358,7 +373,10 @@ def _run_client_command(argv: list[str]) -> int:
     if getattr(ns, "command", None) is None:
         raise UsageError("no command given", "see 'pgraft --help'")
     target = ns.node or os.environ.get("PGRAFT_NODE") or DEFAULT_NODE
-    with Client(target, timeout=ns.timeout) as client:
+    secret_file = ns.secret_file or os.environ.get("PGRAFT_SECRET_FILE") or None
+    tls_ca = ns.tls_ca or os.environ.get("PGRAFT_TLS_CA") or None
+    with Client(target, timeout=ns.timeout, secret_file=secret_file, tls_ca=tls_ca,
+                tls_cert=ns.tls_cert, tls_key=ns.tls_key) as client:
         result, text, code = ns.func(client, ns)
     if ns.json:
         print(json.dumps(result, default=_json_default, indent=2, sort_keys=True))

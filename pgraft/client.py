@@ -29,6 +29,7 @@ import math
 import os
 import re
 import socket
+import ssl
 import struct
 from collections import deque
 from collections.abc import Callable, Coroutine
@@ -278,6 +279,38 @@ def parse_target(target: Any) -> Target:
     return Target(host=host, port=check_port(int(port_text)))
 
 
+@dataclass(frozen=True, slots=True)
+class _Security:
+    """What a client proves and checks (docs/security.md): the cluster secret, TLS."""
+
+    secret: bytes | None
+    ssl: ssl.SSLContext | None
+    server_hostname: str | None = None
+
+
+def _load_security(secret_file: str | os.PathLike[str] | None,
+                   tls_ca: str | os.PathLike[str] | None,
+                   tls_cert: str | os.PathLike[str] | None,
+                   tls_key: str | os.PathLike[str] | None) -> _Security | None:
+    if secret_file is None and tls_ca is None and tls_cert is None and tls_key is None:
+        return None
+    secret = None
+    if secret_file is not None:
+        from .auth import load_secret
+
+        secret = load_secret(os.fspath(secret_file))
+    ctx = None
+    if tls_ca is not None:
+        from .tls import client_context
+
+        ctx = client_context(os.fspath(tls_ca), os.fspath(tls_cert) if tls_cert else None,
+                             os.fspath(tls_key) if tls_key else None)
+    elif tls_cert is not None or tls_key is not None:
+        raise InvalidArgument("a TLS client certificate needs tls_ca= too",
+                              hint="give the CA that signed the node's certificate")
+    return _Security(secret, ctx)
+
+
 # ------------------------------------------------------------------------ the protocol
 class _Protocol(asyncio.Protocol):
     """Feeds bytes from the transport to its client; keeps write flow control."""
@@ -318,8 +351,10 @@ class AsyncClient:
     given to :func:`connect`). Calls may run concurrently on one client.
     """
 
-    def __init__(self, target: Target, timeout: float, *, display: str | None = None) -> None:
+    def __init__(self, target: Target, timeout: float, *, display: str | None = None,
+                 security: _Security | None = None) -> None:
         self._target = target
+        self._security = security
         self._display = display if display is not None else str(target)
         self._timeout = timeout
         self._loop = asyncio.get_running_loop()
@@ -336,6 +371,7 @@ class AsyncClient:
         self._bucket_keys: list[int] = []
         self._sweep_at: int | None = None
         self._sweep_handle: asyncio.TimerHandle | None = None
+        self._auth: Any = None  # pgraft.auth.ClientAuth until the node's challenge
         self.node_id: int | None = None
         """Id of the node this client is connected to (from the handshake)."""
 
@@ -361,8 +397,14 @@ class AsyncClient:
         try:
             async with asyncio.timeout(timeout):
                 await self._dial()
-                self._write(core.encode_control({"hello": "client",
-                                                 "version": PROTOCOL_VERSION}))
+                hello_msg: dict[str, Any] = {"hello": "client", "version": PROTOCOL_VERSION}
+                security = self._security
+                if security is not None and security.secret is not None:
+                    from .auth import ClientAuth
+
+                    self._auth = ClientAuth(security.secret, "client")
+                    hello_msg.update(self._auth.hello_fields())
+                self._write(core.encode_control(hello_msg))
                 hello = await self._hello
         except TimeoutError:
             self._abort(lambda: ConnectionFailed(f"connecting to node {self.target} was "
@@ -381,9 +423,15 @@ class AsyncClient:
     async def _dial(self) -> None:
         target = self._target
         try:
+            security = self._security
             if target.path is not None:
                 transport, _ = await self._loop.create_unix_connection(
                     lambda: self._protocol, target.path)
+            elif security is not None and security.ssl is not None:
+                assert target.host is not None and target.port is not None
+                transport, _ = await self._loop.create_connection(
+                    lambda: self._protocol, target.host, target.port, ssl=security.ssl,
+                    server_hostname=security.server_hostname or target.host)
             else:
                 transport, _ = await self._loop.create_connection(
                     lambda: self._protocol, target.host, target.port)
@@ -397,6 +445,13 @@ class AsyncClient:
                 f"cannot connect to pgraft node at {target}: permission denied",
                 hint="the socket belongs to the node's OS user; run as that user or "
                      "connect over TCP") from None
+        except ssl.SSLError as exc:
+            from .tls import describe_ssl_error
+
+            raise ConnectionFailed(
+                f"cannot connect to pgraft node at {target}: {describe_ssl_error(exc)}",
+                hint="check tls_ca= (the CA that signed the node's certificate) and that the "
+                     "certificate names the address you connect to") from None
         except ConnectionRefusedError:
             raise ConnectionFailed(
                 f"cannot connect to pgraft node at {target}: connection refused",
@@ -463,6 +518,18 @@ class AsyncClient:
                 self._on_response(obj)
 
     def _on_hello(self, obj: Any) -> None:
+        auth = self._auth
+        if auth is not None and not (isinstance(obj, dict) and obj.get("hello") == "error"):
+            # The node's challenge (docs/security.md): check its proof, answer with ours.
+            self._auth = None
+            try:
+                proof = auth.answer(obj)
+            except PgraftError as exc:
+                refused = exc
+                self._abort(lambda: refused)
+                return
+            self._write(_encode_control(proof))
+            return
         if not isinstance(obj, dict) or obj.get("hello") not in ("ok", "error"):
             self._abort(lambda: ProtocolError(
                 f"{self.target} did not answer the pgraft handshake",
@@ -751,16 +818,24 @@ class AsyncClient:
 
 
 async def connect(target: str | os.PathLike[str] | Target, *,
-                  timeout: float = DEFAULT_TIMEOUT) -> AsyncClient:
+                  timeout: float = DEFAULT_TIMEOUT,
+                  secret_file: str | os.PathLike[str] | None = None,
+                  tls_ca: str | os.PathLike[str] | None = None,
+                  tls_cert: str | os.PathLike[str] | None = None,
+                  tls_key: str | os.PathLike[str] | None = None) -> AsyncClient:
     """Connect to a pgraft node and complete the client handshake.
 
     ``target`` is ``"host:port"`` (``"[::1]:7001"`` for IPv6), the path of a node's Unix socket,
     or its data directory. ``timeout`` bounds connecting and is the default of every call.
-    Raises InvalidArgument for an unusable target and ConnectionFailed when the node cannot
-    be reached.
+    ``secret_file``: prove the cluster secret (and require the node to prove it);
+    ``tls_ca``: connect over TLS and verify the node's certificate (``tls_cert``/``tls_key``: a
+    client certificate to present). See docs/security.md.
+    Raises InvalidArgument for an unusable target or security file, ConnectionFailed when the
+    node cannot be reached, AuthenticationFailed when either side fails to prove the secret.
     """
     limit = check_timeout(timeout)
-    client = AsyncClient(parse_target(target), limit)
+    security = _load_security(secret_file, tls_ca, tls_cert, tls_key)
+    client = AsyncClient(parse_target(target), limit, security=security)
     await client._open(limit)
     return client
 
@@ -777,9 +852,14 @@ class Client:
     """
 
     def __init__(self, target: str | os.PathLike[str] | Target, *,
-                 timeout: float = DEFAULT_TIMEOUT) -> None:
+                 timeout: float = DEFAULT_TIMEOUT,
+                 secret_file: str | os.PathLike[str] | None = None,
+                 tls_ca: str | os.PathLike[str] | None = None,
+                 tls_cert: str | os.PathLike[str] | None = None,
+                 tls_key: str | os.PathLike[str] | None = None) -> None:
         self._target = parse_target(target)
         self._timeout = check_timeout(timeout)
+        self._security = _load_security(secret_file, tls_ca, tls_cert, tls_key)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: AsyncClient | None = None
 
@@ -820,9 +900,14 @@ class Client:
 
     async def _connect(self) -> AsyncClient:
         target = self._target
+        security = self._security
         if target.host is not None:
             target = await self._resolve(target)
-        client = AsyncClient(target, self._timeout, display=str(self._target))
+            if security is not None and security.ssl is not None:
+                # The certificate names the host as given, not the address it resolved to.
+                security = _Security(security.secret, security.ssl, self._target.host)
+        client = AsyncClient(target, self._timeout, display=str(self._target),
+                             security=security)
         await client._open(self._timeout)
         return client
 

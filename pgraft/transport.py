@@ -403,6 +403,11 @@ class _Inbound(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._mode == "auth" and not self._dropped:
+            self._owner.rlog.warning(
+                "authentication_failed", "node %d: connection from %s closed during "
+                "authentication (the other side holds a different cluster secret?)",
+                self._owner.node_id, self._where)
         if not self._dropped and self._decoder.pending_bytes:
             who = f"peer {self._peer_id}" if self._mode == "peer" else (
                 "client" if self._mode == "client" else "connection")
