@@ -91,3 +91,12 @@ BENCH_COMPARE_ARGS ?=
 
 bench-compare: setup
 	$(PY) benchmarks/compare.py $(BENCH_COMPARE_ARGS)
+
+# ---- security fuzzing (issue 9) -------------------------------------------------------------
+#   make fuzz   the hypothesis fuzz targets of tests/security/test_fuzz.py with many more
+#               examples (FUZZ_EXAMPLES per target, default 20000) and random seeds; the same
+#               targets run bounded (a few seconds) in `make test`
+FUZZ_EXAMPLES ?= 20000
+.PHONY: fuzz
+fuzz: setup
+	PGRAFT_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q -p no:cacheprovider tests/security/test_fuzz.py
