@@ -26,6 +26,7 @@ from libc.string cimport memcpy, memset
 from posix.mman cimport MS_SYNC, msync
 
 from .errors import InvalidArgument, StorageCorrupted, StorageError, StorageFormatError
+from .fsutil import fsync_dir
 
 try:  # entries are returned as the compiled Entry; the pure one only if _core is not built
     from ._core import Entry as _Entry
@@ -112,14 +113,6 @@ def encode_segment_header(uint64_t first_index):
     return out
 
 
-def _fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _create_file(dirpath, name, size, head):
     """Create ``name`` durably (temp file, fsync, rename, fsync directory): a crash never
     leaves a half-made file under ``name``."""
@@ -132,7 +125,7 @@ def _create_file(dirpath, name, size, head):
     finally:
         os.close(fd)
     os.rename(tmp, os.path.join(dirpath, name))
-    _fsync_dir(dirpath)
+    fsync_dir(dirpath)
 
 
 def _data_regions(int fd, Py_ssize_t lo, Py_ssize_t hi):
@@ -558,7 +551,7 @@ cdef class Log:
         del self._segs[k:]
         del self._firsts[k:]
         self._tail = self._segs[-1]
-        _fsync_dir(self.path)
+        fsync_dir(self.path)
 
     def compact(self, index):
         """Drop whole segments whose entries are all <= ``index`` (never the last segment).
@@ -575,7 +568,7 @@ cdef class Log:
         if dropped:
             del self._segs[:dropped]
             del self._firsts[:dropped]
-            _fsync_dir(self.path)
+            fsync_dir(self.path)
         return self.first_index
 
     def reset(self, first_index):
@@ -605,7 +598,7 @@ cdef class Log:
         first = int(reset_name[: -len(RESET_SUFFIX)])
         os.rename(os.path.join(self.path, reset_name),
                   os.path.join(self.path, segment_name(first)))
-        _fsync_dir(self.path)
+        fsync_dir(self.path)
 
     # ---------------------------------------------------------------- reading
     cdef _Segment _locate(self, uint64_t index):
@@ -701,7 +694,7 @@ cdef class Log:
                                            offset=0)
                 if self._tail is not None:
                     os.unlink(path)
-                    _fsync_dir(self.path)
+                    fsync_dir(self.path)
                     report.removed_segments.append(path)
                     return
                 os.posix_fallocate(fd, 0, max(size, self.segment_size))
@@ -860,7 +853,7 @@ class HardStateFile:
                 f.flush()
                 os.fsync(f.fileno())
             os.rename(tmp, self.path)
-            _fsync_dir(d)
+            fsync_dir(d)
         self._fd = os.open(self.path, os.O_RDWR)
 
     def load(self):

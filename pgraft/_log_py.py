@@ -41,6 +41,7 @@ from typing import Any
 
 from ._core_py import Entry, crc32c
 from .errors import InvalidArgument, StorageCorrupted, StorageError, StorageFormatError
+from .fsutil import fsync_dir
 
 MAGIC = b"PGRFTLOG"
 FORMAT_VERSION = 1
@@ -87,14 +88,6 @@ def encode_segment_header(first_index: int) -> bytes:
     return head + _U32.pack(crc32c(head))
 
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _create_file(dirpath: str, name: str, size: int, head: bytes) -> None:
     """Create ``name`` of ``size`` bytes starting with ``head``, durably: temp file, fsync,
     rename, fsync the directory, so a crash never leaves a half-made file under ``name``."""
@@ -107,7 +100,7 @@ def _create_file(dirpath: str, name: str, size: int, head: bytes) -> None:
     finally:
         os.close(fd)
     os.rename(tmp, os.path.join(dirpath, name))
-    _fsync_dir(dirpath)
+    fsync_dir(dirpath)
 
 
 def _data_regions(fd: int, lo: int, hi: int) -> list[tuple[int, int]]:
@@ -404,7 +397,7 @@ class Log:
             os.unlink(seg.path)
         del self._segs[k:]
         del self._firsts[k:]
-        _fsync_dir(self.path)
+        fsync_dir(self.path)
 
     def compact(self, index: int) -> int:
         """Drop whole segments whose entries are all <= ``index`` (never the last segment).
@@ -419,7 +412,7 @@ class Log:
         if dropped:
             del self._segs[:dropped]
             del self._firsts[:dropped]
-            _fsync_dir(self.path)
+            fsync_dir(self.path)
         return self.first_index
 
     def reset(self, first_index: int) -> None:
@@ -446,7 +439,7 @@ class Log:
                 os.unlink(os.path.join(self.path, name))
         first = int(reset_name[: -len(RESET_SUFFIX)])
         os.rename(os.path.join(self.path, reset_name), os.path.join(self.path, segment_name(first)))
-        _fsync_dir(self.path)
+        fsync_dir(self.path)
 
     # ---------------------------------------------------------------- reading
     def _locate(self, index: int) -> tuple[_Segment, int]:
@@ -540,7 +533,7 @@ class Log:
                                            offset=0)
                 if self._segs:
                     os.unlink(path)
-                    _fsync_dir(self.path)
+                    fsync_dir(self.path)
                     report.removed_segments.append(path)
                     return
                 os.posix_fallocate(fd, 0, max(size, self.segment_size))
@@ -677,7 +670,7 @@ class HardStateFile:
                 f.flush()
                 os.fsync(f.fileno())
             os.rename(tmp, self.path)
-            _fsync_dir(d)
+            fsync_dir(d)
         self._fd = os.open(self.path, os.O_RDWR)
 
     def load(self) -> HardState:

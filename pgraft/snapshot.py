@@ -89,6 +89,7 @@ from typing import Any
 
 from ._impl import core
 from .errors import PgraftError, StorageCorrupted, StorageError
+from .fsutil import fsync_dir
 from .raft.types import SnapshotMeta
 
 log = logging.getLogger("pgraft.snapshot")
@@ -117,14 +118,6 @@ ACK_GAP = 3
 #: Test hook: ``PGRAFT_TEST_CRASH_POINT=snapshot-write`` kills the process (SIGKILL) halfway
 #: through writing a snapshot's temporary file, before it is complete (crash-safety tests).
 CRASH_POINT = os.environ.get("PGRAFT_TEST_CRASH_POINT", "")
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def snapshot_name(index: int, term: int) -> str:
@@ -214,7 +207,7 @@ class SnapshotStore:
                 os.unlink(os.path.join(self.dir, name))
                 self.removed.append(name)
         if self.removed:
-            _fsync_dir(self.dir)
+            fsync_dir(self.dir)
             log.info("snapshot store %s: removed %s", self.dir, ", ".join(self.removed))
 
     @property
@@ -263,7 +256,7 @@ class SnapshotStore:
             raise
         os.close(fd)
         os.rename(tmp, path)
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
         size = HEADER_SIZE + len(raw_meta) + len(data)
         return SnapshotFile(path, meta, size, crc, len(raw_meta), len(data))
 
@@ -271,7 +264,7 @@ class SnapshotStore:
         """Move a received, verified (and fsynced) file into place; durable on return."""
         path = os.path.join(self.dir, snapshot_name(f.meta.index, f.meta.term))
         os.rename(tmp, path)
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
         return SnapshotFile(path, f.meta, f.size, f.body_crc, f.meta_len, f.data_len)
 
     def set_current(self, f: SnapshotFile) -> None:
@@ -285,7 +278,7 @@ class SnapshotStore:
                     os.unlink(os.path.join(self.dir, name))
                 removed = True
         if removed:
-            _fsync_dir(self.dir)
+            fsync_dir(self.dir)
 
     def temp_path(self, tag: str) -> str:
         return os.path.join(self.dir, f"{tag}{TMP_SUFFIX}")

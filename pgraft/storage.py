@@ -31,6 +31,7 @@ from typing import Any
 from ._impl import core
 from ._impl import log as logmod
 from .errors import PgraftError, StorageCorrupted, StorageError
+from .fsutil import write_file_atomic
 from .raft.storage import Compacted
 from .raft.types import HardState, SnapshotMeta
 from .snapshot import SnapshotStore
@@ -49,31 +50,6 @@ RECORD_HEADER_SIZE = core.RECORD_HEADER_SIZE
 #: largest average record size of a batch it keeps (see DiskStorage.append).
 RECENT_ENTRIES = 4096
 RECENT_RECORD_BYTES = 1024
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_file_atomic(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` durably: temp file, fsync, rename, fsync the directory."""
-    d = os.path.dirname(os.path.abspath(path))
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
-    _fsync_dir(d)
 
 
 class DataDir:
