@@ -6,6 +6,7 @@
 
 from ._impl import FALLBACK_REASON, IMPLEMENTATION
 from .errors import (
+    AuthenticationFailed,
     ConnectionFailed,
     DecodeError,
     InvalidArgument,
@@ -30,6 +31,7 @@ __version__ = "0.1.0"
 __all__ = [
     "FALLBACK_REASON",
     "IMPLEMENTATION",
+    "AuthenticationFailed",
     "ConnectionFailed",
     "DecodeError",
     "InvalidArgument",

@@ -76,6 +76,10 @@ static int	pgraft_snapshot_entries = 100000;
 static int	pgraft_snapshot_bytes = 262144;	/* kB */
 static int	pgraft_snapshot_keep = 5000;
 static char *pgraft_python = NULL;
+static char *pgraft_secret_file = NULL;
+static char *pgraft_tls_cert = NULL;
+static char *pgraft_tls_key = NULL;
+static char *pgraft_tls_ca = NULL;
 
 /*
  * Is "s" (length len) a host name (RFC 1123 labels) or an IPv4/IPv6 literal that other
@@ -416,6 +420,69 @@ check_python(char **newval, void **extra, GucSource source)
 	return true;
 }
 
+/*
+ * pgraft.secret_file and the TLS files: empty, or an absolute path. The secret file (and the
+ * TLS key) must also be private to its owner -- the node refuses it otherwise, so say it here,
+ * when the server starts or reloads, with the command that fixes it (docs/security.md).
+ */
+static bool
+check_security_path(char **newval, const char *name, bool private_file, bool allow_root_group)
+{
+	struct stat st;
+
+	if (*newval == NULL || (*newval)[0] == '\0')
+		return true;
+	if (!is_absolute_path(*newval))
+	{
+		GUC_check_errdetail("%s must be empty or an absolute path.", name);
+		return false;
+	}
+	for (const char *p = *newval; *p; p++)
+		if ((unsigned char) *p < 0x20)
+		{
+			GUC_check_errdetail("%s contains a control character.", name);
+			return false;
+		}
+	if (stat(*newval, &st) != 0 || !S_ISREG(st.st_mode))
+	{
+		GUC_check_errdetail("%s: \"%s\" is not a readable regular file.", name, *newval);
+		return false;
+	}
+	if (private_file && (st.st_mode & (S_IRWXG | S_IRWXO)) != 0 &&
+		!(allow_root_group && st.st_uid == 0 &&
+		  (st.st_mode & (S_IWGRP | S_IXGRP | S_IRWXO)) == 0))
+	{
+		GUC_check_errdetail("%s: \"%s\" is readable or writable by group or others; run "
+							"chmod 600 %s.", name, *newval, *newval);
+		return false;
+	}
+	return true;
+}
+
+static bool
+check_secret_file(char **newval, void **extra, GucSource source)
+{
+	return check_security_path(newval, "pgraft.secret_file", true, false);
+}
+
+static bool
+check_tls_cert(char **newval, void **extra, GucSource source)
+{
+	return check_security_path(newval, "pgraft.tls_cert", false, false);
+}
+
+static bool
+check_tls_key(char **newval, void **extra, GucSource source)
+{
+	return check_security_path(newval, "pgraft.tls_key", true, true);
+}
+
+static bool
+check_tls_ca(char **newval, void **extra, GucSource source)
+{
+	return check_security_path(newval, "pgraft.tls_ca", false, false);
+}
+
 static void
 define_settings(void)
 {
@@ -480,13 +547,32 @@ define_settings(void)
 							   "provides the pgraft package to the PL/Python functions.",
 							   &pgraft_python, PGRAFT_DEFAULT_PYTHON,
 							   PGC_POSTMASTER, 0, check_python, NULL, NULL);
+	DefineCustomStringVariable("pgraft.secret_file",
+							   "File holding the cluster secret (mode 0600).",
+							   "Peers and TCP clients must prove it; empty = no authentication "
+							   "(trusted networks only). See docs/security.md.",
+							   &pgraft_secret_file, "",
+							   PGC_POSTMASTER, GUC_SUPERUSER_ONLY, check_secret_file, NULL, NULL);
+	DefineCustomStringVariable("pgraft.tls_cert",
+							   "This node's TLS certificate (PEM); TLS needs tls_key and tls_ca too.",
+							   NULL, &pgraft_tls_cert, "",
+							   PGC_POSTMASTER, GUC_SUPERUSER_ONLY, check_tls_cert, NULL, NULL);
+	DefineCustomStringVariable("pgraft.tls_key",
+							   "Private key of pgraft.tls_cert (PEM, mode 0600).",
+							   NULL, &pgraft_tls_key, "",
+							   PGC_POSTMASTER, GUC_SUPERUSER_ONLY, check_tls_key, NULL, NULL);
+	DefineCustomStringVariable("pgraft.tls_ca",
+							   "CA certificate(s) that sign the nodes' certificates (PEM).",
+							   NULL, &pgraft_tls_ca, "",
+							   PGC_POSTMASTER, GUC_SUPERUSER_ONLY, check_tls_ca, NULL, NULL);
 }
 
 static const char *const setting_names[] = {
 	"pgraft.node_id", "pgraft.address", "pgraft.port", "pgraft.initial_cluster",
 	"pgraft.data_dir", "pgraft.election_timeout", "pgraft.heartbeat_interval",
 	"pgraft.snapshot_entries", "pgraft.snapshot_bytes", "pgraft.snapshot_keep",
-	"pgraft.python",
+	"pgraft.python", "pgraft.secret_file", "pgraft.tls_cert", "pgraft.tls_key",
+	"pgraft.tls_ca",
 };
 #define NUM_SETTINGS lengthof(setting_names)
 
@@ -514,7 +600,8 @@ validate_at_start(char **raw)
 							 "pgraft.port, pgraft.initial_cluster, pgraft.data_dir, "
 							 "pgraft.election_timeout, pgraft.heartbeat_interval, "
 							 "pgraft.snapshot_entries, pgraft.snapshot_bytes, "
-							 "pgraft.snapshot_keep and pgraft.python.")));
+							 "pgraft.snapshot_keep, pgraft.python, pgraft.secret_file, "
+							 "pgraft.tls_cert, pgraft.tls_key and pgraft.tls_ca.")));
 
 	for (int i = 0; i < (int) NUM_SETTINGS; i++)
 		if (raw[i] != NULL)
@@ -528,6 +615,14 @@ validate_at_start(char **raw)
 						"pgraft.election_timeout (%d ms)",
 						pgraft_heartbeat_interval, pgraft_election_timeout),
 				 errhint("A heartbeat interval of a tenth of the election timeout is usual.")));
+
+	if ((pgraft_tls_cert[0] != '\0') != (pgraft_tls_key[0] != '\0') ||
+		(pgraft_tls_cert[0] != '\0') != (pgraft_tls_ca[0] != '\0'))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("pgraft.tls_cert, pgraft.tls_key and pgraft.tls_ca must be set together"),
+				 errhint("The node presents its certificate and verifies its peers' against "
+						 "the CA; leave all three empty for no TLS.")));
 
 	if (pgraft_node_id > 0 && pgraft_initial_cluster[0] != '\0')
 	{
@@ -654,7 +749,7 @@ describe_exit(int status)
 
 typedef struct NodeArgs
 {
-	char	   *argv[32];
+	char	   *argv[48];
 	int			argc;
 	char	   *display;
 } NodeArgs;
@@ -692,6 +787,20 @@ build_node_args(NodeArgs *a, const char *data_dir)
 	a->argv[a->argc++] = psprintf("%lld", (long long) pgraft_snapshot_bytes * 1024);
 	a->argv[a->argc++] = "--snapshot-keep";
 	a->argv[a->argc++] = psprintf("%d", pgraft_snapshot_keep);
+	if (pgraft_secret_file != NULL && pgraft_secret_file[0] != '\0')
+	{
+		a->argv[a->argc++] = "--secret-file";
+		a->argv[a->argc++] = pgraft_secret_file;
+	}
+	if (pgraft_tls_cert != NULL && pgraft_tls_cert[0] != '\0')
+	{
+		a->argv[a->argc++] = "--tls-cert";
+		a->argv[a->argc++] = pgraft_tls_cert;
+		a->argv[a->argc++] = "--tls-key";
+		a->argv[a->argc++] = pgraft_tls_key;
+		a->argv[a->argc++] = "--tls-ca";
+		a->argv[a->argc++] = pgraft_tls_ca;
+	}
 	a->argv[a->argc] = NULL;
 
 	initStringInfo(&s);

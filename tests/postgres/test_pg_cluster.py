@@ -9,6 +9,7 @@ a node, a whole server stopped, pg_ctl restart, immediate stop, no leader).
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -183,6 +184,52 @@ def test_privileges(pg: Setup) -> None:
     assert leader.scalar("SELECT pgraft_kv_put('owner', 'ops')", user="ops") is True
     assert leader.scalar("SELECT pgraft_kv_get('owner')", user="ops") == "ops"
     assert nodes(leader) == before
+
+
+MONITOR_FUNCTIONS = {"pgraft_socket_path()", "pgraft_get_nodes()", "pgraft_get_leader()",
+                     "pgraft_get_term()", "pgraft_is_leader()", "pgraft_get_cluster_status()",
+                     "pgraft_log_get_stats()", "pgraft_get_version()"}
+
+
+def test_every_function_is_closed_to_public_and_builds_no_sql(pg: Setup) -> None:
+    """Issue 9: no function of the extension is executable by a plain role; pg_monitor may
+    execute only the read-only ones; no function builds SQL from its arguments, and hostile
+    strings travel as data."""
+    leader = pg.leader()
+    funcs = leader.sql(
+        "SELECT p.oid::regprocedure::text, p.prosrc, "
+        "       has_function_privilege('app', p.oid, 'EXECUTE'), "
+        "       has_function_privilege('monitor', p.oid, 'EXECUTE') "
+        "FROM pg_proc p JOIN pg_depend d ON d.classid = 'pg_proc'::regclass "
+        "  AND d.objid = p.oid AND d.deptype = 'e' "
+        "JOIN pg_extension e ON e.oid = d.refobjid WHERE e.extname = 'pgraft'")
+    assert len(funcs) >= 15
+    assert [f for f, _, app, _ in funcs if app] == []
+    assert {f for f, _, _, mon in funcs if mon} == MONITOR_FUNCTIONS
+    for name, body, _, _ in funcs:
+        # the only SQL a function runs is a literal (plpy.execute("...")), never one built
+        # with %, format(), + or an f-string from its arguments
+        calls = re.findall(r"plpy\.(?:execute|prepare|cursor)\(", body or "")
+        literal = re.findall(r'plpy\.(?:execute|prepare|cursor)\(\s*"[^"%{]*"\s*\)', body or "")
+        assert len(calls) == len(literal), name
+        assert "EXECUTE format" not in (body or "") and "quote_" not in (body or ""), name
+    hostile = "'; DROP TABLE pgraft_canary; --"
+    leader.sql("CREATE TABLE pgraft_canary (x int)")
+    try:
+        assert leader.scalar("SELECT pgraft_kv_put(%s, %s)", [hostile, hostile],
+                             user="ops") is True
+        assert leader.scalar("SELECT pgraft_kv_get(%s)", [hostile], user="ops") == hostile
+        assert hostile in [r[0] for r in leader.sql("SELECT * FROM pgraft_kv_list_keys()",
+                                                     user="ops")]
+        assert leader.scalar("SELECT pgraft_kv_delete(%s)", [hostile], user="ops") is True
+        err = expect_error(leader, "SELECT pgraft_add_node(5, %s, 7005)", [hostile], user="ops")
+        assert err.sqlstate == "22023"
+        index = leader.scalar("SELECT pgraft_log_append(convert_to(%s, 'UTF8'))", [hostile],
+                              user="ops")
+        assert index >= 1
+        assert leader.scalar("SELECT count(*) FROM pgraft_canary") == 0  # still there
+    finally:
+        leader.sql("DROP TABLE pgraft_canary")
 
 
 # --------------------------------------------------------------------------- bad input

@@ -47,6 +47,10 @@ INVALID_AT_START = [
     ({"pgraft.data_dir": ""}, 'parameter "pgraft.data_dir"'),
     ({"pgraft.data_dir": "d" * 120}, 'parameter "pgraft.data_dir"'),
     ({"pgraft.no_such_setting": "1"}, 'parameter "pgraft.no_such_setting"'),
+    ({"pgraft.secret_file": "secret"}, 'parameter "pgraft.secret_file"'),
+    ({"pgraft.secret_file": "/nonexistent/secret"}, 'parameter "pgraft.secret_file"'),
+    ({"pgraft.secret_file": "/etc/hostname"}, "run chmod 600 /etc/hostname"),
+    ({"pgraft.tls_cert": "/etc/hostname"}, "must be set together"),
 ]
 
 
@@ -120,6 +124,44 @@ def test_unconfigured_server_starts_without_node(server: PgServer) -> None:
         assert "Traceback" not in str(err)
         assert server.scalar("SELECT pgraft_socket_path()") == \
             str(server.data / "pgraft" / "node.sock")
+    finally:
+        server.stop()
+        server.write_conf()
+
+
+def test_secret_file_is_passed_to_the_node(server: PgServer) -> None:
+    """pgraft.secret_file reaches the node: TCP clients must prove the secret, the SQL
+    functions (Unix socket, the node's own OS user) work without it (docs/security.md)."""
+    import os
+    import pwd
+    import secrets
+
+    import pgraft
+
+    secret = server.dir / "cluster.secret"
+    secret.write_text(secrets.token_hex(32) + "\n")
+    os.chmod(secret, 0o600)
+    pg = pwd.getpwnam("postgres")
+    if os.geteuid() == 0:
+        os.chown(secret, pg.pw_uid, pg.pw_gid)
+    mine = server.dir / "client.secret"  # the same secret, owned by the test's user
+    mine.write_text(secret.read_text())
+    os.chmod(mine, 0o600)
+    server.stop()
+    server.write_conf({"pgraft.secret_file": str(secret)})
+    try:
+        server.start()
+        pid = server.node_pid()
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            assert f"--secret-file\0{secret}\0".encode() in f.read()
+        server.sql("CREATE EXTENSION IF NOT EXISTS pgraft CASCADE")
+        wait_for(lambda: server.scalar("SELECT pgraft_get_leader()") == 1, timeout=30,
+                 what="the node to lead")
+        with pytest.raises(pgraft.AuthenticationFailed):
+            pgraft.Client(f"127.0.0.1:{server.raft_port}", timeout=5).get_term()
+        with pgraft.Client(f"127.0.0.1:{server.raft_port}", timeout=5,
+                           secret_file=str(mine)) as c:
+            assert c.get_term() >= 1
     finally:
         server.stop()
         server.write_conf()
