@@ -4,7 +4,6 @@ in-process cluster helpers of tests/node."""
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import subprocess
 import sys
@@ -13,15 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sec_helpers import write_secret
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "node"))
 sys.path.insert(0, os.path.dirname(__file__))
-
-
-def write_secret(path: Path, secret: bytes | None = None, mode: int = 0o600) -> str:
-    path.write_bytes((secret or secrets.token_hex(32).encode()) + b"\n")
-    os.chmod(path, mode)
-    return str(path)
 
 
 @pytest.fixture

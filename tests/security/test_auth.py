@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import write_secret
 from node_helpers import Cluster, run, wait_for
-from raw import RawConn, call, client_session
+from sec_helpers import RawConn, call, client_session, write_secret
 
 import pgraft
 from pgraft.auth import ClientAuth, RateLimitedLog, load_secret

@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 import uvloop
-from conftest import write_secret
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from node_helpers import Cluster
+from sec_helpers import write_secret
 
 import pgraft
 from pgraft import _core, _core_py, _log, _log_py

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from node_helpers import Cluster, run
-from raw import RawConn, call, client_session
+from sec_helpers import RawConn, call, client_session
 
 import pgraft
 from pgraft import _core_py as core

@@ -6,7 +6,7 @@ import ssl
 
 import pytest
 from node_helpers import Cluster, run
-from raw import RawConn
+from sec_helpers import RawConn
 
 import pgraft
 from pgraft.errors import AuthenticationFailed, ConnectionFailed, InvalidArgument

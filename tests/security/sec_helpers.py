@@ -1,13 +1,24 @@
-"""Raw pgraft frames over asyncio streams: what an attacker (or a broken peer) can send."""
+"""Helpers of the security tests: secret files, and raw pgraft frames over asyncio streams
+(what an attacker, or a broken peer, can send)."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import secrets
 import ssl
+from pathlib import Path
 from typing import Any
 
 from pgraft import _core_py as core
 from pgraft.auth import ClientAuth
+
+
+def write_secret(path: Path, secret: bytes | None = None, mode: int = 0o600) -> str:
+    """A secret file (random unless ``secret`` is given) with ``mode``; returns its path."""
+    path.write_bytes((secret or secrets.token_hex(32).encode()) + b"\n")
+    os.chmod(path, mode)
+    return str(path)
 
 
 class RawConn:
