@@ -1,7 +1,8 @@
 """Micro benchmarks of the hot paths: the compiled extensions against their pure-Python twins,
 measured in one run on this machine.
 
-    python benchmarks/micro.py --json benchmarks/results/micro.json --markdown benchmarks/results/micro.md
+    python benchmarks/micro.py --json benchmarks/results/micro.json \
+        --markdown benchmarks/results/micro.md
 
 Writes a JSON list of {"name", "compiled_ns", "fallback_ns"} (nanoseconds per operation,
 median of several timed rounds) and, with --markdown, a table with the ratios and the
@@ -105,11 +106,12 @@ def markdown(results: list[dict[str, float | str]], targets: dict[str, float] | 
             "|---|---:|---:|",
             f"| 1,000,000 × 64 B appends, batches of 1000, one sync() per batch | "
             f"{t['append_sync_entries_per_s']:,.0f} entries/s | ≥ 1,000,000 entries/s |",
-            f"| reopen (recover) a 1,000,000-entry log | {t['reopen_s'] * 1000:.0f} ms | ≤ 500 ms |",
+            f"| reopen (recover) a 1,000,000-entry log | {t['reopen_s'] * 1000:.0f} ms "
+            f"| ≤ 500 ms |",
             f"| one 64 B append + sync(), p50 | {t['append_sync_p50_ns'] / 1000:.1f} µs | "
             f"≤ 1.5x raw |",
-            f"| raw write + fdatasync of 64 B, p50 | {t['raw_write_fdatasync_p50_ns'] / 1000:.1f} µs"
-            f" | (floor) |",
+            f"| raw write + fdatasync of 64 B, p50 "
+            f"| {t['raw_write_fdatasync_p50_ns'] / 1000:.1f} µs | (floor) |",
             f"| append + sync() / raw | {t['append_sync_vs_raw']:.2f}x | ≤ 1.5x |",
         ]
     return "\n".join(lines) + "\n"
