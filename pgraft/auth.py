@@ -1,4 +1,4 @@
-"""Cluster-secret authentication of peers and clients (docs/security.md).
+"""Cluster-secret authentication of peers and clients (README: Security).
 
 Every node and client of a cluster may share one secret (``--secret-file``). It is proven by a
 mutual challenge-response inside the handshake of ``docs/protocol.md``, and never sent:

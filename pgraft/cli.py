@@ -237,7 +237,7 @@ def _timeout_arg(text: str) -> float:
 def _security_arguments(parser: argparse.ArgumentParser, default: Any) -> None:
     parser.add_argument("--secret-file", default=default, metavar="PATH",
                         help="prove the cluster secret in PATH (mode 0600) to the node; default "
-                             "$PGRAFT_SECRET_FILE (docs/security.md)")
+                             "$PGRAFT_SECRET_FILE (README: Security)")
     parser.add_argument("--tls-ca", default=default, metavar="PEM",
                         help="connect over TLS, verifying the node's certificate against this "
                              "CA; default $PGRAFT_TLS_CA")

@@ -281,7 +281,7 @@ def parse_target(target: Any) -> Target:
 
 @dataclass(frozen=True, slots=True)
 class _Security:
-    """What a client proves and checks (docs/security.md): the cluster secret, TLS."""
+    """What a client proves and checks (README: Security): the cluster secret, TLS."""
 
     secret: bytes | None
     ssl: ssl.SSLContext | None
@@ -520,7 +520,7 @@ class AsyncClient:
     def _on_hello(self, obj: Any) -> None:
         auth = self._auth
         if auth is not None and not (isinstance(obj, dict) and obj.get("hello") == "error"):
-            # The node's challenge (docs/security.md): check its proof, answer with ours.
+            # The node's challenge (README: Security): check its proof, answer with ours.
             self._auth = None
             try:
                 proof = auth.answer(obj)
@@ -829,7 +829,7 @@ async def connect(target: str | os.PathLike[str] | Target, *,
     or its data directory. ``timeout`` bounds connecting and is the default of every call.
     ``secret_file``: prove the cluster secret (and require the node to prove it);
     ``tls_ca``: connect over TLS and verify the node's certificate (``tls_cert``/``tls_key``: a
-    client certificate to present). See docs/security.md.
+    client certificate to present). See README: Security.
     Raises InvalidArgument for an unusable target or security file, ConnectionFailed when the
     node cannot be reached, AuthenticationFailed when either side fails to prove the secret.
     """

@@ -145,7 +145,7 @@ class AuthenticationFailed(PgraftError):
     code = "authentication_failed"
     sqlstate = "28000"  # invalid_authorization_specification
     default_hint = ("give every node and client the same cluster secret "
-                    "(--secret-file / secret_file= / pgraft.secret_file); see docs/security.md")
+                    "(--secret-file / secret_file= / pgraft.secret_file); see README: Security")
 
 
 class DecodeError(ProtocolError, ValueError):

@@ -132,7 +132,7 @@ class NodeConfig:
     snapshot_chunk: int = 1024 * 1024
     snapshot_window: int = 4
     seed: int | None = None
-    #: Cluster secret, TLS and connection limits (pgraft.security, docs/security.md).
+    #: Cluster secret, TLS and connection limits (pgraft.security, README: Security).
     security: SecurityConfig = field(default_factory=SecurityConfig)
     extra: dict[str, Any] = field(default_factory=dict)
 

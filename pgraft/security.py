@@ -1,4 +1,4 @@
-"""A node's security settings: cluster secret, TLS and connection limits (docs/security.md).
+"""A node's security settings: cluster secret, TLS and connection limits (README: Security).
 
 ``pgraft serve`` gets them from :func:`add_security_arguments` / :func:`security_from_args`;
 :class:`pgraft.node.NodeConfig` carries them as ``security``; :class:`pgraft.transport.Transport`
@@ -47,7 +47,7 @@ class SecurityConfig:
             raise InvalidArgument(
                 "TLS needs --tls-cert, --tls-key and --tls-ca together",
                 hint="the node presents its certificate (cert + key) and verifies its peers' "
-                     "against the CA; see docs/security.md for generating them")
+                     "against the CA; see README: Security for generating them")
         for name in ("max_connections", "max_connections_per_address", "max_client_inflight"):
             if getattr(self, name) < 1:
                 raise InvalidArgument(f"{name} must be positive")
@@ -93,7 +93,7 @@ def is_loopback(host: str) -> bool:
 # ------------------------------------------------------------------------ command line
 def add_security_arguments(parser: argparse.ArgumentParser) -> None:
     """The security options of ``pgraft serve``."""
-    g = parser.add_argument_group("security (docs/security.md)")
+    g = parser.add_argument_group("security (README: Security)")
     g.add_argument("--secret-file", default=None, metavar="PATH",
                    help="file holding the cluster secret (mode 0600; at least 16 bytes): "
                         "peers and TCP clients must prove it; without it the node trusts its "

@@ -154,7 +154,7 @@ class Server:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.loop = node.loop
-        #: Requests one connection may have in flight (docs/security.md).
+        #: Requests one connection may have in flight (README: Security).
         self.max_inflight = node.config.security.max_client_inflight
         self._buckets: dict[int, list[_Reply]] = {}
         self._bucket_keys: list[int] = []

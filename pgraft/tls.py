@@ -1,4 +1,4 @@
-"""TLS contexts of nodes and clients (docs/security.md).
+"""TLS contexts of nodes and clients (README: Security).
 
 A node started with ``--tls-cert/--tls-key/--tls-ca`` speaks TLS (1.2 or newer) on its TCP port,
 to peers and clients alike, and dials its peers over TLS too:

@@ -299,7 +299,7 @@ class _Inbound(asyncio.Protocol):
             return False
         self._hello_msg = item
         # The cluster secret: required over TCP; on the Unix socket the OS user is the
-        # credential (docs/security.md), and a client that offers a proof still gets checked.
+        # credential (README: Security), and a client that offers a proof still gets checked.
         secret = owner.secret
         if secret is not None and (self._allow_peers or "nonce" in item):
             try:
@@ -671,7 +671,7 @@ class Transport:
                  loop: asyncio.AbstractEventLoop | None = None,
                  security: LoadedSecurity | None = None) -> None:
         self.node_id = node_id
-        #: Cluster secret (None: no authentication) and TLS contexts (docs/security.md).
+        #: Cluster secret (None: no authentication) and TLS contexts (README: Security).
         self.secret = security.secret if security is not None else None
         self.server_ssl = security.server_ssl if security is not None else None
         self.client_ssl = security.client_ssl if security is not None else None
@@ -718,7 +718,7 @@ class Transport:
             log.warning("node %d listens on %s without a cluster secret: anyone who can reach "
                         "this port can read the cluster and change its membership; use this "
                         "only on a trusted network, or start it with --secret-file (see "
-                        "docs/security.md)", self.node_id, self.host)
+                        "README: Security)", self.node_id, self.host)
         if self.port == 0:
             self.port = server.sockets[0].getsockname()[1]
         if self.unix_path is not None:

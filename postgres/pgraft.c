@@ -423,7 +423,7 @@ check_python(char **newval, void **extra, GucSource source)
 /*
  * pgraft.secret_file and the TLS files: empty, or an absolute path. The secret file (and the
  * TLS key) must also be private to its owner -- the node refuses it otherwise, so say it here,
- * when the server starts or reloads, with the command that fixes it (docs/security.md).
+ * when the server starts or reloads, with the command that fixes it (README: Security).
  */
 static bool
 check_security_path(char **newval, const char *name, bool private_file, bool allow_root_group)
@@ -550,7 +550,7 @@ define_settings(void)
 	DefineCustomStringVariable("pgraft.secret_file",
 							   "File holding the cluster secret (mode 0600).",
 							   "Peers and TCP clients must prove it; empty = no authentication "
-							   "(trusted networks only). See docs/security.md.",
+							   "(trusted networks only). See README: Security.",
 							   &pgraft_secret_file, "",
 							   PGC_POSTMASTER, GUC_SUPERUSER_ONLY, check_secret_file, NULL, NULL);
 	DefineCustomStringVariable("pgraft.tls_cert",

@@ -131,7 +131,7 @@ def test_unconfigured_server_starts_without_node(server: PgServer) -> None:
 
 def test_secret_file_is_passed_to_the_node(server: PgServer) -> None:
     """pgraft.secret_file reaches the node: TCP clients must prove the secret, the SQL
-    functions (Unix socket, the node's own OS user) work without it (docs/security.md)."""
+    functions (Unix socket, the node's own OS user) work without it (README: Security)."""
     import os
     import pwd
     import secrets
