@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -74,6 +75,52 @@ def _die_with_parent() -> None:
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+#: The signals that a Ctrl-C or a ``kill`` of the demo (or of a test run) turns into an exception.
+_INTERRUPTS = frozenset({signal.SIGINT, signal.SIGTERM})
+
+
+@contextlib.contextmanager
+def _interrupts_held() -> Iterator[frozenset[int] | None]:
+    """Hold SIGINT/SIGTERM back (``pthread_sigmask``) for the block; one that arrives
+    meanwhile is delivered when it ends, after the block did its work.
+
+    Python raises ``KeyboardInterrupt`` at whatever bytecode runs when the signal comes. In a
+    few places that loses either the process or the interrupt: inside ``subprocess.Popen``
+    after the fork but before the ``Popen`` object is returned, the node runs on unknown to
+    :meth:`LocalCluster.close` (and recreates its data directory after the base directory was
+    removed); inside an ``os.register_at_fork`` callback that ``Popen`` runs (logging's lock
+    release), the interpreter prints "Exception ignored" and the Ctrl-C is gone. Yields the
+    signal mask to restore in a child forked inside the block (None when nothing was held:
+    no ``pthread_sigmask``, or not the main thread, whose handlers raise)."""
+    if (not hasattr(signal, "pthread_sigmask")
+            or threading.current_thread() is not threading.main_thread()):
+        yield None
+        return
+    previous = frozenset(signal.pthread_sigmask(signal.SIG_BLOCK, ()))
+    try:
+        # An interrupt that is already pending is raised here, before the block starts.
+        signal.pthread_sigmask(signal.SIG_BLOCK, _INTERRUPTS)
+        yield previous
+    finally:
+        # Delivers (raises) what came in meanwhile.
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _node_preexec(mask: frozenset[int] | None) -> Callable[[], None] | None:
+    """The ``preexec_fn`` of a node: the signal mask of before :func:`_interrupts_held` (a
+    child inherits the blocked one, and a node must get SIGTERM/SIGINT), and on Linux
+    :func:`_die_with_parent`."""
+    linux = sys.platform.startswith("linux")
+    if mask is None:
+        return _die_with_parent if linux else None
+
+    def setup() -> None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        if linux:
+            _die_with_parent()
+    return setup
 
 
 @dataclass
@@ -197,10 +244,12 @@ class LocalCluster:
             log.write(f"==== start #{node.starts}: {' '.join(self.command(node_id))}\n"
                       .encode())
             log.flush()
-            node.proc = subprocess.Popen(
-                self.command(node_id), stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT, env=self.env, cwd=self.base_dir,
-                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+            # No interrupt between the fork and recording the process: close() must know it.
+            with _interrupts_held() as mask:
+                node.proc = subprocess.Popen(
+                    self.command(node_id), stdin=subprocess.DEVNULL, stdout=log,
+                    stderr=subprocess.STDOUT, env=self.env, cwd=self.base_dir,
+                    preexec_fn=_node_preexec(mask))
         node.paused = False
         if wait:
             self.wait_ready(node_id, timeout)
@@ -408,9 +457,11 @@ def run_demo(out: TextIO, election_timeout_ms: int | None = None, keep: bool = F
     def say(text: str = "") -> None:
         print(text, file=out, flush=True)
 
-    cluster = LocalCluster(3, election_timeout_ms=election_timeout_ms, keep=keep)
+    cluster: LocalCluster | None = None
     ok = False
     try:
+        with _interrupts_held():  # the temporary directory exists only once it is `cluster`
+            cluster = LocalCluster(3, election_timeout_ms=election_timeout_ms, keep=keep)
         say(f"Starting a 3-node pgraft cluster in {cluster.base_dir}")
         for n in cluster.nodes.values():
             say(f"  node {n.node_id}: {n.address}")
@@ -459,13 +510,14 @@ def run_demo(out: TextIO, election_timeout_ms: int | None = None, keep: bool = F
         say("\nDone: one command on the leader, the same membership everywhere.")
         return 0
     finally:
-        if not ok:
-            say("\nThe demo did not complete; the nodes' logs end with:")
-            cluster.dump_logs(out, 30)
-        say("Stopping the cluster and cleaning up.")
-        cluster.close()
-        if keep:
-            say(f"(kept {cluster.base_dir})")
+        if cluster is not None:
+            if not ok:
+                say("\nThe demo did not complete; the nodes' logs end with:")
+                cluster.dump_logs(out, 30)
+            say("Stopping the cluster and cleaning up.")
+            cluster.close()
+            if keep:
+                say(f"(kept {cluster.base_dir})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -477,14 +529,29 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep the data directories and logs afterwards")
     ns = parser.parse_args(argv)
 
-    def on_term(signum: int, frame: Any) -> None:
+    interrupted: list[int] = []
+
+    def on_interrupt(signum: int, frame: Any) -> None:
+        # One Ctrl-C (or SIGTERM) stops the demo: later ones are held back until main()
+        # returns, so that they cannot cut the cleanup short.
+        interrupted.append(signum)
+        if hasattr(signal, "pthread_sigmask"):
+            signal.pthread_sigmask(signal.SIG_BLOCK, _INTERRUPTS)
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, on_term)
+    mask = (frozenset(signal.pthread_sigmask(signal.SIG_BLOCK, ()))
+            if hasattr(signal, "pthread_sigmask") else None)
+    previous = {sig: signal.signal(sig, on_interrupt) for sig in sorted(_INTERRUPTS)}
     try:
-        return run_demo(sys.stdout, ns.election_timeout, ns.keep)
+        code = run_demo(sys.stdout, ns.election_timeout, ns.keep)
+        if interrupted:  # the KeyboardInterrupt was swallowed (e.g. "Exception ignored in")
+            raise KeyboardInterrupt
+        return code
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if mask is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 if __name__ == "__main__":

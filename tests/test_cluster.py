@@ -266,23 +266,29 @@ def test_pgraft_demo_cleans_up_on_ctrl_c() -> None:
         pytest.skip("the node runtime (pgraft.node) is not available")
     root = os.path.dirname(os.path.dirname(os.path.abspath(pgraft.__file__)))
     env = dict(os.environ, PYTHONPATH=root, PYTHONUNBUFFERED="1")
+    # Unbuffered bytes: readline() takes no more than one line from the pipe, so everything
+    # after "Step 1" is left for communicate() (a text-mode reader's read-ahead would be lost).
     proc = subprocess.Popen([sys.executable, "-m", "pgraft", "demo"], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=env)
+                            stderr=subprocess.STDOUT, bufsize=0, env=env)
+    seen: list[str] = []
     try:
         assert proc.stdout is not None
-        first = proc.stdout.readline()
-        assert first.startswith("Starting a 3-node pgraft cluster in "), first
-        base_dir = first.rsplit(" ", 1)[1].strip()
-        for line in proc.stdout:
-            if line.startswith("Step 1"):
+        while not (seen and seen[-1].startswith("Step 1")):
+            line = proc.stdout.readline().decode("utf-8", "replace")
+            if not line:
                 break
+            seen.append(line)
+        assert seen and seen[0].startswith("Starting a 3-node pgraft cluster in "), seen
+        base_dir = seen[0].rsplit(" ", 1)[1].strip()
+        assert seen[-1].startswith("Step 1"), "".join(seen)  # not ended before the Ctrl-C
         proc.send_signal(signal.SIGINT)
-        rest = proc.communicate(timeout=60)[0]
+        rest = proc.communicate(timeout=60)[0].decode("utf-8", "replace")
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
-    assert proc.returncode == 130, rest
-    assert "Traceback" not in rest and "error: interrupted" in rest
-    assert not os.path.exists(base_dir)
+    out = "".join(seen) + rest
+    assert proc.returncode == 130, out
+    assert "Traceback" not in out and "error: interrupted" in rest, out
+    assert not os.path.exists(base_dir), out
     wait_until("the demo's nodes to be gone", lambda: not _processes_mentioning(base_dir), 10)
