@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import ipaddress
 import math
 import os
@@ -37,6 +36,7 @@ from dataclasses import dataclass
 from types import ModuleType, TracebackType
 from typing import Any, TypeVar
 
+from .deadlines import DeadlineWheel
 from .errors import (
     ConnectionFailed,
     InvalidArgument,
@@ -367,10 +367,10 @@ class AsyncClient:
         self._failure: Callable[[], PgraftError] | None = None
         self._closing = False
         self._batch: list[bytes] | None = None
-        self._buckets: dict[int, list[tuple[int, str, float]]] = {}
-        self._bucket_keys: list[int] = []
-        self._sweep_at: int | None = None
-        self._sweep_handle: asyncio.TimerHandle | None = None
+        # Calls are expired by one timer (a timer per call costs more than the rest of a
+        # pipelined call); answered calls are skipped by _expire.
+        self._deadlines: DeadlineWheel[tuple[int, str, float]] = DeadlineWheel(
+            self._loop, _DEADLINE_RESOLUTION, lambda call: self._expire(*call))
         self._auth: Any = None  # pgraft.auth.ClientAuth until the node's challenge
         self.node_id: int | None = None
         """Id of the node this client is connected to (from the handshake)."""
@@ -588,7 +588,7 @@ class AsyncClient:
     # ------------------------------------------------------------------ failures
     def _fail_all(self, failure: Callable[[], PgraftError]) -> None:
         self._failure = failure
-        self._stop_sweeping()
+        self._deadlines.close()
         if not self._hello.done():
             self._hello.set_exception(failure())
             self._hello.exception()  # whoever awaits it still gets it; nobody else must
@@ -629,44 +629,6 @@ class AsyncClient:
         if batch and self._transport is not None:
             self._transport.writelines(batch)
 
-    def _deadline(self, rid: int, op: str, limit: float, delay: float) -> None:
-        """Expire call ``rid`` after ``delay`` seconds unless it is answered first. Deadlines
-        sit in buckets of ``_DEADLINE_RESOLUTION`` seconds swept by one timer (a timer per
-        call costs more than the rest of a pipelined call); answered calls are skipped."""
-        key = int((self._loop.time() + delay) / _DEADLINE_RESOLUTION) + 1
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            bucket = self._buckets[key] = []
-            heapq.heappush(self._bucket_keys, key)
-            if self._sweep_at is None or key < self._sweep_at:
-                self._schedule_sweep(key)
-        bucket.append((rid, op, limit))
-
-    def _schedule_sweep(self, key: int) -> None:
-        if self._sweep_handle is not None:
-            self._sweep_handle.cancel()
-        self._sweep_at = key
-        self._sweep_handle = self._loop.call_at(key * _DEADLINE_RESOLUTION, self._sweep)
-
-    def _sweep(self) -> None:
-        self._sweep_handle = None
-        self._sweep_at = None
-        now_key = int(self._loop.time() / _DEADLINE_RESOLUTION)
-        keys = self._bucket_keys
-        while keys and keys[0] <= now_key:
-            for rid, op, limit in self._buckets.pop(heapq.heappop(keys), ()):
-                self._expire(rid, op, limit)
-        if keys:
-            self._schedule_sweep(keys[0])
-
-    def _stop_sweeping(self) -> None:
-        if self._sweep_handle is not None:
-            self._sweep_handle.cancel()
-            self._sweep_handle = None
-        self._sweep_at = None
-        self._buckets.clear()
-        self._bucket_keys.clear()
-
     # ---------------------------------------------------------------------- calls
     async def _call(self, op: str, args: dict[str, Any], timeout: float | None) -> Any:
         limit = self._timeout if timeout is None else check_timeout(timeout)
@@ -683,7 +645,7 @@ class AsyncClient:
         pending = self._pending
         pending[rid] = fut
         # The node answers Timeout itself at ``limit``; give its answer a moment to arrive.
-        self._deadline(rid, op, limit, limit + min(1.0, 0.05 + limit * 0.1))
+        self._deadlines.add((rid, op, limit), limit + min(1.0, 0.05 + limit * 0.1))
         try:
             self._send(frame)
             if self._protocol.paused:

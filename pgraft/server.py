@@ -13,7 +13,6 @@ a done-callback that writes the response, and one timer enforces the request's t
 from __future__ import annotations
 
 import asyncio
-import heapq
 import ipaddress
 import logging
 import math
@@ -21,6 +20,7 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from .deadlines import DeadlineWheel
 from .errors import (
     InvalidArgument,
     Overloaded,
@@ -148,6 +148,13 @@ class _Reply:
             self.server._error(self.conn, self.rid, PgraftError(f"internal error: {exc}"))
 
 
+def _expire_reply(reply: _Reply) -> None:
+    if not reply.finished:
+        # The proposal stays in the log machinery and may still commit: the caller is told
+        # that the outcome is unknown (the node ignores a done waiter when it applies).
+        reply.set_exception(Timeout(f"no commit within {reply.timeout:g}s"))
+
+
 class Server:
     """Answers client requests for one :class:`~pgraft.node.Node`."""
 
@@ -156,10 +163,8 @@ class Server:
         self.loop = node.loop
         #: Requests one connection may have in flight (README: Security).
         self.max_inflight = node.config.security.max_client_inflight
-        self._buckets: dict[int, list[_Reply]] = {}
-        self._bucket_keys: list[int] = []
-        self._sweep_at: int | None = None
-        self._sweep_handle: asyncio.TimerHandle | None = None
+        self._deadlines: DeadlineWheel[_Reply] = DeadlineWheel(
+            self.loop, DEADLINE_RESOLUTION, _expire_reply)
         self._slow: dict[str, Callable[[dict[str, Any], float], Awaitable[Any]]] = {
             "add_node": self._add_node,
             "remove_node": self._remove_node,
@@ -265,52 +270,13 @@ class Server:
         conn.send({"id": rid, "ok": False, "error": exc.to_wire()})
 
     def _watch(self, reply: _Reply) -> None:
-        """Answer Timeout if ``reply`` is not answered within its timeout.
-
-        Deadlines sit in buckets of ``DEADLINE_RESOLUTION`` seconds swept by one timer (a
-        timer per request costs more than the rest of an append on the hot path); an answered
-        reply stays in its bucket and is skipped by the sweep."""
-        if reply.finished:
-            return
-        key = int((self.loop.time() + reply.timeout) / DEADLINE_RESOLUTION) + 1
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            bucket = self._buckets[key] = []
-            heapq.heappush(self._bucket_keys, key)
-            if self._sweep_at is None or key < self._sweep_at:
-                self._schedule_sweep(key)
-        bucket.append(reply)
-
-    def _schedule_sweep(self, key: int) -> None:
-        if self._sweep_handle is not None:
-            self._sweep_handle.cancel()
-        self._sweep_at = key
-        self._sweep_handle = self.loop.call_at(key * DEADLINE_RESOLUTION, self._sweep)
-
-    def _sweep(self) -> None:
-        self._sweep_handle = None
-        self._sweep_at = None
-        now_key = int(self.loop.time() / DEADLINE_RESOLUTION)
-        keys = self._bucket_keys
-        while keys and keys[0] <= now_key:
-            bucket = self._buckets.pop(heapq.heappop(keys), None)
-            if not bucket:
-                continue
-            for reply in bucket:
-                if not reply.finished:
-                    # The proposal stays in the log machinery and may still commit: the caller
-                    # is told that the outcome is unknown (the node ignores a done waiter when
-                    # it applies).
-                    reply.set_exception(Timeout(f"no commit within {reply.timeout:g}s"))
-        if keys:
-            self._schedule_sweep(keys[0])
+        """Answer Timeout if ``reply`` is not answered within its timeout."""
+        if not reply.finished:
+            self._deadlines.add(reply, reply.timeout)
 
     def close(self) -> None:
         """Stop the deadline timer."""
-        if self._sweep_handle is not None:
-            self._sweep_handle.cancel()
-            self._sweep_handle = None
-            self._sweep_at = None
+        self._deadlines.close()
 
     async def _run_slow(self, conn: ClientConnection, rid: int, op: str,
                         coro: Awaitable[Any], timeout: float) -> None:
