@@ -27,6 +27,7 @@ import ipaddress
 import math
 import os
 import re
+import signal
 import socket
 import ssl
 import struct
@@ -803,6 +804,18 @@ async def connect(target: str | os.PathLike[str] | Target, *,
 
 
 # ------------------------------------------------------------------ synchronous twin
+def _new_loop_uninterrupted() -> asyncio.AbstractEventLoop:
+    """``asyncio.new_event_loop()`` with SIGINT/SIGTERM held for the microseconds it takes: a
+    KeyboardInterrupt inside it leaves a half-built loop whose finalizer fails at exit. A
+    signal that arrives meanwhile is delivered as soon as the loop exists."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        return asyncio.new_event_loop()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 class Client:
     """A synchronous pgraft client with the same methods as :class:`AsyncClient`.
 
@@ -846,7 +859,7 @@ class Client:
             raise PgraftError("pgraft.Client cannot be used inside a running event loop",
                               hint="use `await pgraft.connect(...)` in asynchronous code")
         if self._loop is None or self._loop.is_closed():
-            self._loop = asyncio.new_event_loop()
+            self._loop = _new_loop_uninterrupted()
         loop = self._loop
         try:
             if self._client is None or self._client.closed:
