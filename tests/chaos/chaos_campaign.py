@@ -31,6 +31,7 @@ import hashlib
 import json
 import os
 import random
+import shlex
 import shutil
 import signal
 import sys
@@ -108,6 +109,10 @@ class ChaosCluster(LocalCluster):
         return cmd if self.net is None else self.net.exec_prefix(node_id) + cmd
 
 
+DEFAULT_NODE_ARGS = ("--snapshot-entries", "2000", "--snapshot-keep", "200",
+                     "--segment-size", "262144")
+
+
 @dataclass
 class Config:
     seed: int
@@ -120,6 +125,10 @@ class Config:
     election_ms: int = 500
     heartbeat_ms: int = 50
     op_timeout: float = 2.0
+    #: Extra `pgraft serve` flags. The default snapshots and compacts often, so that faults
+    #: also hit snapshot writes, compaction and InstallSnapshot (nodes added after compaction
+    #: and restarted nodes that fell behind catch up from a snapshot).
+    node_args: tuple[str, ...] = DEFAULT_NODE_ARGS
     out_dir: str | None = None
     keep: bool = False
     quiet: bool = False
@@ -239,7 +248,7 @@ class Campaign:
         self.cluster = ChaosCluster(cfg.nodes, self.net, base_dir=self.base_dir,
                                     election_timeout_ms=cfg.election_ms,
                                     heartbeat_interval_ms=cfg.heartbeat_ms, keep=True,
-                                    call_timeout=3.0)
+                                    call_timeout=3.0, extra_args=list(cfg.node_args))
         self.cluster.start(timeout=60)
 
     def teardown(self, keep_dir: bool) -> None:
@@ -691,6 +700,12 @@ class Campaign:
         self.append_stats = stats_a
         self.anomalies += anomalies
         self.log_len = last
+        snaps = [s.get("snapshot") or {} for s in stats.values()]
+        self.notes.append(
+            f"compaction: the final node processes took {sum(x.get('taken', 0) for x in snaps)} "
+            f"and installed {sum(x.get('installed', 0) for x in snaps)} snapshots; the logs "
+            f"start at index {first} of {last} (appends below it are covered by snapshots, "
+            "not checked in the log)")
 
     # ------------------------------------------------------------------------ run
     async def run_async(self) -> None:
@@ -751,7 +766,8 @@ class Campaign:
 def summary(cfg: Config, r: Result) -> str:
     lines = [f"chaos campaign: seed {cfg.seed}, {cfg.duration:.0f}s of load, {cfg.nodes} nodes, "
              f"{cfg.workers} clients, {cfg.keys} keys per {cfg.key_epoch:.0f}s epoch; "
-             f"network: {r.network}; {r.elapsed:.0f}s in all"]
+             f"network: {r.network}; {r.elapsed:.0f}s in all",
+             f"node flags: {' '.join(cfg.node_args) or '(defaults)'}"]
     total = sum(r.ops.values())
     lines.append(f"operations: {total}  " + "  ".join(f"{k}={v}" for k, v in sorted(r.ops.items())))
     lines.append("faults: " + ("  ".join(f"{k}={v}" for k, v in sorted(r.faults.items()))
@@ -760,6 +776,7 @@ def summary(cfg: Config, r: Result) -> str:
                                                     sorted(r.membership.items())) or "none"))
     for k, why in sorted(r.skipped_faults.items()):
         lines.append(f"fault kind {k} skipped: {why}")
+    lines.extend(r.notes)
     lines.append(f"anomalies: {len(r.anomalies)}")
     for a in r.anomalies[:20]:
         lines.append(f"  - {a}")
@@ -787,6 +804,10 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"comma-separated fault kinds (default all: {','.join(FAULT_KINDS)})")
     p.add_argument("--out-dir", default=os.environ.get("CHAOS_OUT_DIR"),
                    help="where the run directory (history, and on failure the data) goes")
+    p.add_argument("--node-args", default=os.environ.get("CHAOS_NODE_ARGS",
+                                                        " ".join(DEFAULT_NODE_ARGS)),
+                   help="extra `pgraft serve` flags (default: frequent snapshots and "
+                        f"compaction: {' '.join(DEFAULT_NODE_ARGS)!r}; env CHAOS_NODE_ARGS)")
     p.add_argument("--keep", action="store_true", help="keep data directories and logs")
     p.add_argument("--quiet", action="store_true")
     ns = p.parse_args(argv)
@@ -796,7 +817,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"unknown fault kinds: {sorted(unknown)}")
     cfg = Config(seed=seed, duration=ns.duration, nodes=ns.nodes, workers=ns.workers,
-                 keys=ns.keys, faults=faults, out_dir=ns.out_dir, keep=ns.keep, quiet=ns.quiet)
+                 keys=ns.keys, faults=faults, node_args=tuple(shlex.split(ns.node_args)),
+                 out_dir=ns.out_dir, keep=ns.keep, quiet=ns.quiet)
 
     def on_term(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
