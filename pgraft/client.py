@@ -26,7 +26,6 @@ import contextlib
 import ipaddress
 import math
 import os
-import re
 import signal
 import socket
 import ssl
@@ -47,6 +46,7 @@ from .errors import (
     Timeout,
     from_wire,
 )
+from .validate import check_address
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -72,7 +72,6 @@ PROTOCOL_VERSION = 1
 SOCKET_NAME = "node.sock"
 
 _T = TypeVar("_T")
-_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 _TARGET_HINT = ("give HOST:PORT (for example 127.0.0.1:7001) or the path of a node's Unix "
                 "socket (<data-dir>/node.sock)")
 
@@ -157,34 +156,6 @@ def check_port(port: Any) -> int:
         raise InvalidArgument(f"port {port} is out of range",
                               hint="use a TCP port number between 1 and 65535")
     return port
-
-
-def check_address(address: Any) -> str:
-    """Return ``address`` if it is a host name or an IP address other nodes can dial."""
-    hint = "give a host name (node4.example.com) or an IP address (10.0.0.14, fd00::14)"
-    if not isinstance(address, str):
-        raise InvalidArgument(f"address must be a string, got {type(address).__name__} "
-                              f"{address!r}", hint=hint)
-    if not address or address != address.strip():
-        raise InvalidArgument(f"address {address!r} is empty or has surrounding spaces",
-                              hint=hint)
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        ip = None
-    if ip is not None:
-        if ip.is_unspecified or ip.is_multicast:
-            raise InvalidArgument(f"address {address} cannot be dialled by other nodes",
-                                  hint="give the node's own routable IP address, not a "
-                                       "wildcard or multicast address")
-        return address
-    name = address[:-1] if address.endswith(".") else address
-    labels = name.split(".")
-    if (len(address) > 253 or not all(_HOST_LABEL.match(label) for label in labels)
-            or labels[-1].isdigit()):
-        raise InvalidArgument(f"address {address!r} is neither a valid host name nor a valid "
-                              "IP address", hint=hint)
-    return address
 
 
 def check_index(index: Any) -> int:

@@ -13,10 +13,8 @@ a done-callback that writes the response, and one timer enforces the request's t
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import math
-import re
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +28,7 @@ from .errors import (
     Timeout,
 )
 from .transport import ClientConnection
+from .validate import check_address as validate_address
 
 if TYPE_CHECKING:
     from .node import Node
@@ -40,7 +39,6 @@ MAX_ID = (1 << 63) - 1
 MAX_KEY_BYTES = 64 * 1024
 #: Granularity (seconds) of request deadlines.
 DEADLINE_RESOLUTION = 0.05
-_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 
 
 # ------------------------------------------------------------------------ validation
@@ -67,27 +65,7 @@ def check_port(args: dict[str, Any]) -> int:
 def check_address(args: dict[str, Any]) -> str:
     if "address" not in args:
         raise InvalidArgument("missing argument 'address'")
-    address = args["address"]
-    hint = "give a host name (node4.example.com) or an IP address (10.0.0.14, fd00::14)"
-    if not isinstance(address, str) or not address or address != address.strip():
-        raise InvalidArgument(f"address {address!r} is not a host name or an IP address",
-                              hint=hint)
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        ip = None
-    if ip is not None:
-        if ip.is_unspecified or ip.is_multicast:
-            raise InvalidArgument(f"address {address} cannot be dialled by other nodes",
-                                  hint="give the node's own routable address")
-        return address
-    name = address[:-1] if address.endswith(".") else address
-    labels = name.split(".")
-    if (len(address) > 253 or not all(_HOST_LABEL.match(label) for label in labels)
-            or labels[-1].isdigit()):
-        raise InvalidArgument(f"address {address!r} is neither a valid host name nor a valid "
-                              "IP address", hint=hint)
-    return address
+    return validate_address(args["address"])
 
 
 def check_key(args: dict[str, Any]) -> str:
