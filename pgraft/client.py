@@ -405,6 +405,7 @@ class AsyncClient:
                     lambda: self._protocol, target.host, target.port, ssl=security.ssl,
                     server_hostname=security.server_hostname or target.host)
             else:
+                assert target.host is not None and target.port is not None
                 transport, _ = await self._loop.create_connection(
                     lambda: self._protocol, target.host, target.port)
         except FileNotFoundError:

@@ -151,7 +151,7 @@ class NodeProcess:
     @property
     def pid(self) -> int | None:
         """The process id while running."""
-        return self.proc.pid if self.running else None
+        return self.proc.pid if self.proc is not None and self.running else None
 
     @property
     def running(self) -> bool:

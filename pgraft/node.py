@@ -333,6 +333,7 @@ def run(config: NodeConfig) -> int:
     # leader's time (py-spy). What exists at startup is moved out of its way (freeze).
     gc.freeze()
     gc.set_threshold(GC_THRESHOLD, 20, 20)
+    uvloop: Any
     try:
         import uvloop
     except ImportError:
@@ -462,10 +463,12 @@ class Node:
         self._next_tick = loop.time() + self._tick_s
         self._tick_handle = loop.call_at(self._next_tick, self._on_tick)
         self._ready_task = loop.create_task(self._ready_loop(), name=f"pgraft-ready-{self.node_id}")
+        assert self.raw is not None  # created above
+        members = self.raw.membership
         log.info("node %d listening on %s (data dir %s; %s; election timeout %d ms, "
                  "heartbeat %d ms)", self.node_id, _endpoint(config.address, self.transport.port),
-                 storage.path, f"members {_describe_membership(self.raw.membership)}"
-                 if len(self.raw.membership) else "no members yet: waiting to be added",
+                 storage.path, f"members {_describe_membership(members)}"
+                 if len(members) else "no members yet: waiting to be added",
                  config.election_timeout_ms, config.heartbeat_interval_ms)
 
     def _open_core(self) -> None:

@@ -161,8 +161,7 @@ class DiskStorage:
                                max_entry_size=max_entry_size,
                                first_index=self._snap.index + 1)
         report = self._log.recovery
-        if report is not None and (getattr(report, "cut_bytes", 0)
-                                   or getattr(report, "removed_segments", None)):
+        if report is not None and (report.cut_bytes or report.removed_segments):
             log.warning("log recovery in %s: cut %d bytes of a torn tail at %s offset %s; "
                         "removed %s", self.path, report.cut_bytes, report.cut_path,
                         report.cut_offset, report.removed_segments or "no segments")

@@ -576,6 +576,7 @@ class PeerLink:
                         server_hostname=self.address if owner.client_ssl is not None
                         else None),
                     owner.connect_timeout)
+                assert proto is not None  # create_connection returned its protocol
                 reply = await asyncio.wait_for(proto.hello, owner.connect_timeout)
                 if not isinstance(reply, dict) or reply.get("hello") != "ok":
                     reason = reply.get("error", {}).get("message") if isinstance(
@@ -604,6 +605,7 @@ class PeerLink:
                 attempt += 1
                 await self._backoff(attempt)
                 continue
+            assert proto is not None  # the handshake above succeeded on it
             attempt = 0
             self._reported_failure = False
             self._proto = proto
@@ -791,11 +793,11 @@ class Transport:
         for peer_id, (address, port) in peers.items():
             if peer_id == self.node_id:
                 continue
-            link = self.links.get(peer_id)
-            if link is None:
+            existing = self.links.get(peer_id)
+            if existing is None:
                 self.links[peer_id] = PeerLink(self, peer_id, address, port)
             else:
-                link.update_address(address, port)
+                existing.update_address(address, port)
 
     def send(self, messages: Iterable[_Message]) -> None:
         """Queue ``messages`` on their peers' links and write them out (one write per peer)."""

@@ -177,10 +177,10 @@ class Membership(Mapping[int, Member]):
                     raise NodeExists(f"{cc.address}:{cc.port} is already the address of "
                                      f"node {i}")
         elif cc.op == PROMOTE:
-            m = self._members.get(cc.node_id)
-            if m is None:
+            learner = self._members.get(cc.node_id)
+            if learner is None:
                 raise UnknownNode(f"node {cc.node_id} is not a member of the cluster")
-            if m.role == VOTER:
+            if learner.role == VOTER:
                 raise InvalidArgument(f"node {cc.node_id} is already a voter")
         else:  # REMOVE
             if cc.node_id not in self._members:
