@@ -548,10 +548,10 @@ cdef class Log:
         for seg in reversed(self._segs[k:]):  # newest first: a crash leaves a contiguous log
             self._bytes -= seg.end - HDR
             os.unlink(seg.path)
+            fsync_dir(self.path)  # in order: unlinks may reach the disk reordered
         del self._segs[k:]
         del self._firsts[k:]
         self._tail = self._segs[-1]
-        fsync_dir(self.path)
 
     def compact(self, index):
         """Drop whole segments whose entries are all <= ``index`` (never the last segment).
@@ -563,12 +563,12 @@ cdef class Log:
                and (<_Segment>self._segs[dropped + 1]).first - 1 <= index):
             seg = self._segs[dropped]
             os.unlink(seg.path)  # oldest first: a crash midway leaves a contiguous log
+            fsync_dir(self.path)  # ... only if each unlink is durable before the next
             self._bytes -= seg.end - HDR
             dropped += 1
         if dropped:
             del self._segs[:dropped]
             del self._firsts[:dropped]
-            fsync_dir(self.path)
         return self.first_index
 
     def reset(self, first_index):

@@ -395,9 +395,9 @@ class Log:
         for seg in reversed(self._segs[k:]):
             self.byte_size -= seg.end - HEADER_SIZE
             os.unlink(seg.path)
+            fsync_dir(self.path)  # in order: unlinks may reach the disk reordered
         del self._segs[k:]
         del self._firsts[k:]
-        fsync_dir(self.path)
 
     def compact(self, index: int) -> int:
         """Drop whole segments whose entries are all <= ``index`` (never the last segment).
@@ -407,12 +407,12 @@ class Log:
         while len(self._segs) - dropped > 1 and self._segs[dropped + 1].first - 1 <= index:
             seg = self._segs[dropped]
             os.unlink(seg.path)  # oldest first: a crash midway leaves a contiguous log
+            fsync_dir(self.path)  # ... only if each unlink is durable before the next
             self.byte_size -= seg.end - HEADER_SIZE
             dropped += 1
         if dropped:
             del self._segs[:dropped]
             del self._firsts[:dropped]
-            fsync_dir(self.path)
         return self.first_index
 
     def reset(self, first_index: int) -> None:

@@ -837,6 +837,10 @@ class Node:
             self._set_applied_membership(meta.index, meta.term, meta.membership,
                                          previous=self._applied_membership)
         self.state.mark_applied(meta.index, meta.term)
+        # Proposals at or below the snapshot will never be applied here one by one: whether
+        # they committed is unknown to this node (the snapshot carries no per-entry record).
+        for index in [i for i in self._pending if i <= meta.index]:
+            self._fail_overwritten(index, self._pending.pop(index))
         applied = self.state.applied_index
         self._release_reads(applied)
         waiters = self._apply_waiters

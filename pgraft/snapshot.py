@@ -757,6 +757,10 @@ class SnapshotManager:
                 self._ack(inc.src, (index, term), ACK_FAILED, 0)
                 inc.aborted = True
                 return
+            if inc.aborted:
+                # Another transfer replaced this one while it was being verified: its file is
+                # removed below, so the core must never hear of it.
+                return
             inc.close(unlink=False)
             if self._incoming is inc:
                 self._incoming = None
