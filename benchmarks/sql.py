@@ -23,9 +23,7 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,7 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pgraft.pg_demo import PG_CONFIG, Server, pick_ports, wait_for  # noqa: E402
+from pgraft.pg_demo import agreed_leader, new_cluster, wait_for  # noqa: E402
 
 
 def quantiles(samples: list[float]) -> dict[str, float]:
@@ -58,27 +56,13 @@ def timed(fn: Callable[[int], Any], count: int, warmup: int = 5) -> list[float]:
 
 
 def run(count: int, add_count: int) -> dict[str, Any]:
-    bindir = Path(subprocess.run([PG_CONFIG, "--bindir"], capture_output=True, text=True,
-                                 check=True).stdout.strip())
-    base = Path(tempfile.mkdtemp(prefix="pgraft-sqlbench-", dir="/tmp"))
-    os.chmod(base, 0o755)
-    servers: list[Server] = []
+    base, servers = new_cluster("pgraft-sqlbench-")
     try:
-        ports = pick_ports()
-        initial = ",".join(f"{i}=127.0.0.1:{ports[i - 1]}" for i in (1, 2, 3))
-        servers = [Server(base, i, ports[i - 1], initial, bindir) for i in (1, 2, 3)]
         for s in servers:
             s.create()
             s.start()
             s.query("CREATE EXTENSION pgraft CASCADE")
-
-        def agreed() -> Server:
-            ids = {s.scalar("SELECT pgraft_get_leader()") for s in servers}
-            if len(ids) != 1 or None in ids:
-                raise RuntimeError(f"no agreed leader yet: {ids}")
-            return next(s for s in servers if s.node_id in ids)
-
-        leader = wait_for(agreed, 60, "a leader")
+        leader = wait_for(lambda: agreed_leader(servers), 60, "a leader")
         conns = {s.node_id: s.connect() for s in servers}
         lc = conns[leader.node_id]
         payload = b"x" * 64

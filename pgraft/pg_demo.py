@@ -204,32 +204,41 @@ def ensure_installed(root: Path | None) -> None:
         raise DemoError("`pgraft postgres install` failed (see above)")
 
 
-def run_demo() -> None:
+def new_cluster(prefix: str, *, empty_nodes: int = 0) -> tuple[Path, list[Server]]:
+    """A new directory under /tmp (reachable by the postgres user) and Server objects, not yet
+    created: nodes 1-3 bootstrap a cluster on loopback, the next ``empty_nodes`` start empty."""
     bindir = Path(subprocess.run([PG_CONFIG, "--bindir"], capture_output=True, text=True,
                                  check=True).stdout.strip())
-    base = Path(tempfile.mkdtemp(prefix="pgraft-demo-", dir="/tmp"))
+    base = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     os.chmod(base, 0o755)
-    servers: list[Server] = []
+    ports = pick_ports()
+    initial = ",".join(f"{i}=127.0.0.1:{ports[i - 1]}" for i in (1, 2, 3))
+    servers = [Server(base, i, ports[i - 1], initial, bindir) for i in (1, 2, 3)]
+    servers += [Server(base, i, ports[i - 1], "", bindir) for i in range(4, 4 + empty_nodes)]
+    return base, servers
+
+
+def agreed_leader(servers: Sequence[Server]) -> Server:
+    """The server whose node every one of ``servers`` names as leader (raises until they
+    agree; use with :func:`wait_for`)."""
+    ids = {s.scalar("SELECT pgraft_get_leader()") for s in servers}
+    if len(ids) == 1 and None not in ids:
+        return next(s for s in servers if s.node_id in ids)
+    raise DemoError(f"no agreed leader yet: {ids}")
+
+
+def run_demo() -> None:
+    base, servers = new_cluster("pgraft-demo-", empty_nodes=1)
     try:
-        ports = pick_ports()
-        initial = ",".join(f"{i}=127.0.0.1:{ports[i - 1]}" for i in (1, 2, 3))
-        servers = [Server(base, i, ports[i - 1], initial, bindir) for i in (1, 2, 3)]
-        servers.append(Server(base, 4, ports[3], "", bindir))
         say(f"Creating 4 PostgreSQL 15 servers in {base} (pgraft ports "
-            f"{', '.join(map(str, ports))}); nodes 1-3 form the cluster, node 4 starts empty.")
+            f"{', '.join(str(s.raft_port) for s in servers)}); nodes 1-3 form the cluster, node 4 "
+            "starts empty.")
         for s in servers:
             s.create()
             s.start()
             s.query("CREATE EXTENSION pgraft CASCADE")
         first = servers[:3]
-
-        def agreed_leader() -> Server:
-            ids = {s.scalar("SELECT pgraft_get_leader()") for s in first}
-            if len(ids) == 1 and None not in ids:
-                return next(s for s in first if s.node_id in ids)
-            raise DemoError(f"no agreed leader yet: {ids}")
-
-        leader = wait_for(agreed_leader, 60, "a leader")
+        leader = wait_for(lambda: agreed_leader(first), 60, "a leader")
         say()
         say("Initial state: 3 nodes")
         for s in first:
@@ -239,9 +248,9 @@ def run_demo() -> None:
         say(f"{first[0].name}$ SELECT pgraft_get_leader();")
         say(psql_table(["pgraft_get_leader"], [(leader.node_id,)]))
         say(f"\n-- Step 2/3: on the leader ({leader.name}) ONLY: add node 4")
-        say(f"{leader.name}$ SELECT pgraft_add_node(4, '127.0.0.1', {ports[3]});")
+        say(f"{leader.name}$ SELECT pgraft_add_node(4, '127.0.0.1', {servers[3].raft_port});")
         started = time.monotonic()
-        result = leader.scalar("SELECT pgraft_add_node(4, '127.0.0.1', %s)", [ports[3]])
+        result = leader.scalar("SELECT pgraft_add_node(4, '127.0.0.1', %s)", [servers[3].raft_port])
         took = (time.monotonic() - started) * 1000
         say(psql_table(["pgraft_add_node"], [(result,)]))
         say(f"(committed in {took:.1f} ms)")
