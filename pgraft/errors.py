@@ -99,7 +99,9 @@ class LeadershipTransferInProgress(PgraftError):
 
 
 class Unavailable(PgraftError):
-    """The cluster cannot serve the call now: no leader, no quorum, or the node is stopping."""
+    """The cluster cannot serve the call now: no leader, no quorum, or the node is stopping.
+    A write that fails with Unavailable never entered a Raft log: it certainly did not happen
+    (failures after that raise :class:`OutcomeUnknown`)."""
 
     code = "unavailable"
     sqlstate = "57P03"  # cannot_connect_now
@@ -107,12 +109,34 @@ class Unavailable(PgraftError):
 
 
 class Timeout(PgraftError):
-    """The call did not complete in time; its outcome is unknown (it may still commit)."""
+    """A call that changes nothing (a read, a wait) did not complete in time. A write that
+    times out raises :class:`CommitTimeout`, which is also an :class:`OutcomeUnknown`."""
 
     code = "timeout"
     sqlstate = "57014"  # query_canceled
-    default_hint = ("the operation may still take effect; check the cluster status and retry "
-                    "with a larger timeout if the cluster is healthy")
+    default_hint = ("check the cluster status, and retry with a larger timeout if the "
+                    "cluster is healthy")
+
+
+class OutcomeUnknown(PgraftError):
+    """A write failed after its entry entered a Raft log: it may have committed, or may still
+    commit (the node stopped or failed, its entry was overwritten in this node's log by a new
+    leader, or the connection was lost). Contrast :class:`Unavailable`, raised only before a
+    write entered any log: such a write certainly did not happen and is safe to retry."""
+
+    code = "outcome_unknown"
+    sqlstate = "40003"  # statement_completion_unknown
+    default_hint = ("the write may or may not have taken effect: read the state back "
+                    "(pgraft_kv_get, pgraft_get_nodes, the log) before retrying it")
+
+
+class CommitTimeout(OutcomeUnknown, Timeout):
+    """A write was not committed within its timeout; it may still commit."""
+
+    code = "commit_timeout"
+    sqlstate = "40003"
+    default_hint = ("the write may still take effect: read the state back before retrying, "
+                    "and check that a majority of the nodes are running")
 
 
 class Overloaded(PgraftError):
@@ -148,6 +172,15 @@ class AuthenticationFailed(PgraftError):
                     "(--secret-file / secret_file= / pgraft.secret_file); see README: Security")
 
 
+class MemberRefused(PgraftError):
+    """A peer was refused in the handshake: it belongs to another cluster, or its data
+    directory was replaced (its durable term, vote and log were lost), so counting it in a
+    vote or a quorum could elect two leaders in one term or lose committed entries."""
+
+    code = "member_refused"
+    sqlstate = "55000"  # object_not_in_prerequisite_state
+
+
 class DecodeError(ProtocolError, ValueError):
     """Bytes that are not a valid pgraft frame: truncated, oversized or inconsistent."""
 
@@ -159,6 +192,15 @@ class StorageError(PgraftError):
 
     code = "storage_error"
     sqlstate = "58030"  # io_error
+
+
+class StorageFull(StorageError):
+    """The file system of the data directory is full: nothing was written, nothing was lost."""
+
+    code = "storage_full"
+    sqlstate = "53100"  # disk_full
+    default_hint = ("free space on the file system of the node's data directory; the node "
+                    "resumes by itself once it can write again")
 
 
 class StorageCorrupted(StorageError):
