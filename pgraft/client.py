@@ -38,8 +38,10 @@ from typing import Any, TypeVar
 
 from .deadlines import DeadlineWheel
 from .errors import (
+    CommitTimeout,
     ConnectionFailed,
     InvalidArgument,
+    OutcomeUnknown,
     PayloadTooLarge,
     PgraftError,
     ProtocolError,
@@ -47,6 +49,9 @@ from .errors import (
     from_wire,
 )
 from .validate import check_address
+
+#: Requests that propose a log entry: failing without an answer leaves their outcome unknown.
+WRITE_OPS = frozenset(("append", "kv_put", "kv_delete", "add_node", "remove_node"))
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -335,6 +340,9 @@ class AsyncClient:
         self._decoder: Any = None
         self._hello: asyncio.Future[dict[str, Any]] = self._loop.create_future()
         self._pending: dict[int, asyncio.Future[Any]] = {}
+        #: Request ids of the writes in ``_pending``: when they fail without an answer their
+        #: outcome is unknown (OutcomeUnknown), which is not true of reads.
+        self._write_rids: set[int] = set()
         self._next_id = 1
         self._failure: Callable[[], PgraftError] | None = None
         self._closing = False
@@ -566,9 +574,16 @@ class AsyncClient:
             self._hello.set_exception(failure())
             self._hello.exception()  # whoever awaits it still gets it; nobody else must
         pending, self._pending = self._pending, {}
-        for fut in pending.values():
+        writes, self._write_rids = self._write_rids, set()
+        for rid, fut in pending.items():
             if not fut.done():
-                fut.set_exception(failure())
+                err = failure()
+                if rid in writes:
+                    err = OutcomeUnknown(
+                        f"{err.message}; the write was sent, so it may have taken effect",
+                        hint="read the state back (pgraft_kv_get, pgraft_get_nodes, the log) "
+                             "before retrying the write")
+                fut.set_exception(err)
 
     def _abort(self, failure: Callable[[], PgraftError]) -> None:
         if self._failure is None:
@@ -617,6 +632,9 @@ class AsyncClient:
         fut: asyncio.Future[Any] = self._loop.create_future()
         pending = self._pending
         pending[rid] = fut
+        write = op in WRITE_OPS
+        if write:
+            self._write_rids.add(rid)
         # The node answers Timeout itself at ``limit``; give its answer a moment to arrive.
         self._deadlines.add((rid, op, limit), limit + min(1.0, 0.05 + limit * 0.1))
         try:
@@ -628,15 +646,23 @@ class AsyncClient:
             return await fut
         finally:
             pending.pop(rid, None)
+            if write:
+                self._write_rids.discard(rid)
 
     def _expire(self, rid: int, op: str, limit: float) -> None:
         fut = self._pending.pop(rid, None)
         if fut is not None and not fut.done():
-            fut.set_exception(Timeout(
-                f"{op} got no answer from node {self.target} within {limit:g}s; its outcome "
-                "is unknown (it may still take effect)",
-                hint="check the node with `pgraft status`; retry with a larger timeout if the "
-                     "cluster is healthy"))
+            if op in WRITE_OPS:
+                fut.set_exception(CommitTimeout(
+                    f"{op} got no answer from node {self.target} within {limit:g}s; its "
+                    "outcome is unknown (it may still take effect)",
+                    hint="check the node with `pgraft status` and read the state back before "
+                         "retrying"))
+            else:
+                fut.set_exception(Timeout(
+                    f"{op} got no answer from node {self.target} within {limit:g}s",
+                    hint="check the node with `pgraft status`; retry with a larger timeout "
+                         "if the cluster is healthy"))
 
     # ------------------------------------------------------------------ log
     async def append(self, data: bytes, *, timeout: float | None = None) -> int:

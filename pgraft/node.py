@@ -47,6 +47,7 @@ from ._impl import core
 from .errors import (
     InvalidArgument,
     NotLeaderError,
+    OutcomeUnknown,
     Overloaded,
     PayloadTooLarge,
     PgraftError,
@@ -405,6 +406,9 @@ class Node:
         self._reads: dict[bytes, asyncio.Future[Any]] = {}
         self._read_waiters: list[tuple[int, int, asyncio.Future[Any]]] = []
         self._read_seq = 0
+        # ReadIndex contexts are unique across nodes and restarts (node id, a random boot
+        # nonce, a counter): the leader matches acknowledgements by context.
+        self._read_prefix = config.node_id.to_bytes(8, "little") + os.urandom(8)
         self._leader_waiters: list[tuple[int, asyncio.Future[Any]]] = []
         self._apply_waiters: list[tuple[int, int, asyncio.Future[Any]]] = []
         self._waiter_seq = 0
@@ -534,7 +538,11 @@ class Node:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._fail_all(Unavailable(f"node {self.node_id} is stopping",
-                                   hint="retry on another node or once it has restarted"))
+                                   hint="retry on another node or once it has restarted"),
+                       OutcomeUnknown(f"node {self.node_id} stopped before the write was "
+                                      "applied here; its entry is in the log and may commit",
+                                      hint="read the state back on another node before "
+                                           "retrying the write"))
         await self._close_resources(graceful=graceful)
         if self._failed is not None and not self._failed.done():
             self._failed.set_result(None)
@@ -674,7 +682,12 @@ class Node:
             self._running = False
             if self._failed is not None and not self._failed.done():
                 self._failed.set_result(exc)
-            self._fail_all(Unavailable(f"node {self.node_id} failed: {exc}"))
+            self._fail_all(Unavailable(f"node {self.node_id} failed: {exc}"),
+                           OutcomeUnknown(f"node {self.node_id} failed before the write was "
+                                          f"applied here ({exc}); its entry is in the log and "
+                                          "may commit",
+                                          hint="read the state back on another node before "
+                                               "retrying the write"))
 
     # -------------------------------------------------------------- Ready parts
     def _on_soft_state(self, rd: Ready) -> None:
@@ -748,7 +761,7 @@ class Node:
                 hint="the leader changed while the request was pending; retry on the new "
                      "leader"))
         else:
-            p.future.set_exception(Unavailable(
+            p.future.set_exception(OutcomeUnknown(
                 f"the entry proposed at index {index} in term {p.term} was replaced in this "
                 "node's log by another leader's entry; its outcome is unknown (a node that "
                 "still holds it may become leader and commit it)",
@@ -839,8 +852,14 @@ class Node:
         self.state.mark_applied(meta.index, meta.term)
         # Proposals at or below the snapshot will never be applied here one by one: whether
         # they committed is unknown to this node (the snapshot carries no per-entry record).
-        for index in [i for i in self._pending if i <= meta.index]:
-            self._fail_overwritten(index, self._pending.pop(index))
+        # Those above it whose entry the install dropped from the log are gone from here too:
+        # each is answered now, exactly once, rather than left to time out (or to be
+        # overwritten in _pending by a later proposal at the same index).
+        log_term = self.raw.log.term if self.raw is not None else (lambda _i: None)
+        pending = self._pending
+        for index in [i for i, p in pending.items()
+                      if i <= meta.index or log_term(i) != p.term]:
+            self._fail_overwritten(index, pending.pop(index))
         applied = self.state.applied_index
         self._release_reads(applied)
         waiters = self._apply_waiters
@@ -881,10 +900,12 @@ class Node:
                 fut.set_exception(exc)
         self._read_waiters.clear()
 
-    def _fail_all(self, exc: PgraftError) -> None:
+    def _fail_all(self, exc: PgraftError, proposals_exc: OutcomeUnknown) -> None:
+        """Fail every waiter with ``exc``; proposals (whose entries are in the log) with
+        ``proposals_exc``."""
         for p in self._pending.values():
             if not p.future.done():
-                p.future.set_exception(exc)
+                p.future.set_exception(proposals_exc)
         self._pending.clear()
         self._fail_reads(exc)
         for _, fut in self._leader_waiters:
@@ -934,6 +955,8 @@ class Node:
         index, term = raw.propose(data)
         if waiter is None:
             waiter = self.loop.create_future()
+        if index in pending:
+            self._fail_overwritten(index, pending[index])
         pending[index] = _Pending(term, waiter, time.perf_counter())
         self.metrics.proposals += 1
         if self._wake is not None:
@@ -970,6 +993,8 @@ class Node:
             raise self.not_leader(what)
         index, term = raw.propose_membership_change(cc)
         fut = self.loop.create_future()
+        if index in self._pending:
+            self._fail_overwritten(index, self._pending[index])
         self._pending[index] = _Pending(term, fut, time.perf_counter())
         self.metrics.proposals += 1
         self._kick()
@@ -994,7 +1019,7 @@ class Node:
             if not self.leader_id:
                 raise self.not_leader("read linearizably")
             self._read_seq += 1
-            ctx = self._read_seq.to_bytes(8, "little")
+            ctx = self._read_prefix + self._read_seq.to_bytes(8, "little")
             fut: asyncio.Future[Any] = self.loop.create_future()
             try:
                 raw.read_index(ctx)

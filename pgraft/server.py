@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from .deadlines import DeadlineWheel
 from .errors import (
+    CommitTimeout,
     InvalidArgument,
     Overloaded,
     PayloadTooLarge,
@@ -130,7 +131,8 @@ def _expire_reply(reply: _Reply) -> None:
     if not reply.finished:
         # The proposal stays in the log machinery and may still commit: the caller is told
         # that the outcome is unknown (the node ignores a done waiter when it applies).
-        reply.set_exception(Timeout(f"no commit within {reply.timeout:g}s"))
+        reply.set_exception(CommitTimeout(f"no commit within {reply.timeout:g}s; the entry is "
+                                          "in the log and may still commit"))
 
 
 class Server:
@@ -262,7 +264,9 @@ class Server:
             async with asyncio.timeout(timeout):
                 result = await coro
         except TimeoutError:
-            self._error(conn, rid, Timeout(f"{op} did not complete within {timeout:g}s"))
+            # A membership change past its deadline is in the log and may still commit.
+            cls = CommitTimeout if op in ("add_node", "remove_node") else Timeout
+            self._error(conn, rid, cls(f"{op} did not complete within {timeout:g}s"))
         except PgraftError as exc:
             self._error(conn, rid, exc)
         except asyncio.CancelledError:

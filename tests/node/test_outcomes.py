@@ -1,0 +1,111 @@
+"""A write that failed is either certainly not applied (Unavailable) or of unknown outcome
+(OutcomeUnknown), and every proposal is answered exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from node_helpers import Cluster, run, wait_for
+
+import pgraft
+from pgraft.errors import CommitTimeout, OutcomeUnknown, PgraftError, Unavailable
+from pgraft.node import Node
+
+
+def test_write_errors_say_whether_the_entry_entered_a_log(tmpdir_short: str) -> None:
+    async def scenario() -> None:
+        # a long election timeout: the leader keeps its role while its followers are gone
+        c = Cluster(tmpdir_short, 3, election_timeout_ms=3000, heartbeat_interval_ms=100)
+        try:
+            await c.start_all()
+            lead = await c.wait_leader(20)
+            for i in [i for i in c.nodes if i != lead.node_id]:
+                await c.stop(i)
+            async with await pgraft.connect(f"127.0.0.1:{lead.port}") as cl:
+                # the entry is in the leader's log but cannot commit: outcome unknown
+                with pytest.raises(CommitTimeout) as info:
+                    await cl.append(b"never-commits", timeout=0.3)
+                assert isinstance(info.value, OutcomeUnknown)
+                assert info.value.sqlstate == "40003" and info.value.code == "commit_timeout"
+                with pytest.raises(OutcomeUnknown):
+                    await cl.kv_put("k", "v", timeout=0.3)
+            # a write still waiting when the node stops: its entry is in the log
+            fut = lead.propose_append(b"pending-at-stop")
+            await c.stop(lead.node_id)
+            with pytest.raises(OutcomeUnknown, match="stopped before the write was applied"):
+                await fut
+        finally:
+            await c.stop_all()
+
+    run(scenario(), 60)
+
+
+def test_no_leader_write_is_unavailable_not_outcome_unknown(tmpdir_short: str) -> None:
+    async def scenario() -> None:
+        c = Cluster(tmpdir_short, 3)
+        try:
+            await c.start_all()
+            lead = await c.wait_leader()
+            for i in [i for i in c.nodes if i != lead.node_id]:
+                await c.stop(i)
+            await wait_for(lambda: not lead.is_leader, 10, "the isolated leader to step down")
+            async with await pgraft.connect(f"127.0.0.1:{lead.port}") as cl:
+                with pytest.raises(Unavailable) as info:
+                    await cl.append(b"x", timeout=2)
+                assert not isinstance(info.value, OutcomeUnknown)
+                assert info.value.sqlstate == "57P03"
+        finally:
+            await c.stop_all()
+
+    run(scenario(), 60)
+
+
+def _isolate(node: Node) -> tuple[Any, Any]:
+    """Cut ``node`` off in both directions (in process); returns what undoes it."""
+    transport = node.transport
+    assert transport is not None
+    send, receive = transport.send, node.receive_messages
+    transport.send = lambda msgs: None  # type: ignore[method-assign]
+    node.receive_messages = lambda msgs: None  # type: ignore[method-assign]
+    return send, receive
+
+
+def test_proposals_dropped_by_a_snapshot_install_are_answered(tmpdir_short: str) -> None:
+    """An old leader's proposals above the snapshot it installs from the new leader are gone
+    from its log: each is answered (outcome unknown) at once, none waits for a timeout."""
+
+    async def scenario() -> None:
+        c = Cluster(tmpdir_short, 3, election_timeout_ms=300, heartbeat_interval_ms=30,
+                    snapshot_entries=20, snapshot_keep=0, segment_size=1024,
+                    snapshot_bytes=0)
+        try:
+            await c.start_all()
+            old = await c.wait_leader()
+            send, receive = _isolate(old)
+            # proposals that only the isolated leader's log holds
+            futures = [old.propose_append(b"lost-%d" % i) for i in range(150)]
+            assert len(old._pending) == 150
+            others = {i for i in c.nodes if i != old.node_id}
+            new = await c.wait_leader(10, among=others)
+            # the new leader writes fewer entries than the old one holds, and compacts them
+            for i in range(80):
+                await new.propose_append(b"new-%d" % i)
+            await wait_for(lambda: new.log_stats()["first_index"] > 3, 10,
+                           "the new leader to snapshot and compact its log")
+            assert new.log_stats()["last_index"] < old.log_stats()["last_index"]
+            old.transport.send = send  # type: ignore[union-attr,method-assign]
+            old.receive_messages = receive  # type: ignore[method-assign]
+            done, still = await asyncio.wait(futures, timeout=10)
+            assert not still, f"{len(still)} proposals were never answered"
+            assert not old._pending
+            for fut in done:
+                exc = fut.exception()
+                assert isinstance(exc, OutcomeUnknown | Unavailable), exc
+                assert isinstance(exc, PgraftError)
+            assert old.storage is not None and old.storage.snapshot_meta().index >= 20
+        finally:
+            await c.stop_all()
+
+    run(scenario(), 60)
