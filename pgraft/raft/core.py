@@ -103,9 +103,11 @@ class Config:
     - ``max_msg_bytes``: AppendEntries batches stop before this many record bytes (one entry at
       least; a proposal larger than this is refused with PayloadTooLarge).
     - ``max_inflight``: unacknowledged AppendEntries per follower in the replicate state.
-    - ``promote_within`` / ``promote_ticks``: the leader promotes a learner once its match index
-      has been within ``promote_within`` entries of the leader's last index for
-      ``promote_ticks`` consecutive ticks (``auto_promote``).
+    - ``promote_within`` / ``promote_ticks``: the leader promotes a learner once, for
+      ``promote_ticks`` consecutive ticks, its match index has been within ``promote_within``
+      entries of the leader's last index and it has answered (an append or heartbeat
+      response) within the last ``heartbeat_ticks`` ticks: caught up and alive
+      (``auto_promote``).
     - ``max_uncommitted``: proposals beyond this many uncommitted entries raise Overloaded.
     - ``max_pending_reads``: ReadIndex requests waiting for their heartbeat round.
     - ``max_apply_bytes``: bound of ``Ready.committed_entries``.
@@ -244,6 +246,7 @@ class RawNode:
                 pr = self.prs[node_id]
                 # a last heartbeat tells it that its removal committed, so it stays quiet
                 self.msgs.append(Message(MSG_HEARTBEAT, self.id, node_id, self.term,
+                                         index=self.readonly.round,
                                          commit=min(pr.match, committed)))
                 del self.prs[node_id]
                 self._match.pop(node_id, None)
@@ -439,11 +442,16 @@ class RawNode:
     def _tick_promotion(self) -> None:
         last = self.log.last_index()
         within = self.cfg.promote_within
+        # alive: it answered within the last heartbeat interval (each tick, if heartbeats go
+        # out every tick); a learner that caught up and then died must not become a voter
+        quiet_limit = self.cfg.heartbeat_ticks
         candidate = 0
         for node_id, pr in self.prs.items():
             if not pr.learner or node_id not in self.membership:
                 continue
-            if pr.match > 0 and pr.match + within >= last and pr.state == REPLICATE:
+            pr.quiet_ticks += 1
+            if (pr.match > 0 and pr.match + within >= last and pr.state == REPLICATE
+                    and pr.quiet_ticks <= quiet_limit):
                 pr.caught_up_ticks += 1
                 if pr.caught_up_ticks >= self.cfg.promote_ticks and not candidate:
                     candidate = node_id
@@ -624,7 +632,7 @@ class RawNode:
             self.leader_id = m.src
             self.log.commit_to(min(m.commit, self.log.last_index()))
             self.msgs_after.append(Message(MSG_HEARTBEAT_RESP, self.id, m.src, self.term,
-                                           context=m.context))
+                                           index=m.index, context=m.context))
         elif mtype == MSG_SNAP:
             self.election_elapsed = 0
             self.leader_id = m.src
@@ -711,11 +719,9 @@ class RawNode:
                 pr.become_probe()
             if pr.match < last:
                 self._bcast_pending = True
-            if m.context:
-                req = self.readonly.ack(m.context, m.src)
-                if req is not None and core.vote_result(self._voters, req.acks) == VOTE_WON:
-                    for r in self.readonly.release_through(m.context):
-                        self._respond_read(r, refused=False)
+            pr.quiet_ticks = 0
+            for r in self.readonly.ack(m.src, m.index, self._voters, self.id):
+                self._respond_read(r, refused=False)
         elif mtype == MSG_READ_INDEX:
             if (not self._committed_in_term() or self.transferee or m.src not in self.prs
                     or (self.readonly.full() and len(self._voters) > 1)):
@@ -731,6 +737,7 @@ class RawNode:
         if pr is None:
             return
         pr.recent_active = True
+        pr.quiet_ticks = 0
         self._bcast_pending = True  # the follower may be ready for more (checked in _flush)
         if m.reject:
             hint = m.reject_hint
@@ -813,7 +820,10 @@ class RawNode:
         return True
 
     def _flush(self) -> None:
-        """Leader: send what each follower is missing (new entries, or the commit index)."""
+        """Leader: send what each follower is missing (new entries, or the commit index), and
+        the heartbeat round that reads registered since the last one wait for."""
+        if self.readonly.round_due():
+            self._bcast_heartbeat()
         committed = self.log.committed
         if not self._bcast_pending and committed <= self._flushed_commit:
             return
@@ -834,25 +844,23 @@ class RawNode:
                     break
 
     def _bcast_heartbeat(self) -> None:
-        ctx = b""
-        if self.readonly.pending:
-            ctx = next(reversed(self.readonly.pending))
+        """Send a new heartbeat round: its acknowledgements confirm every read registered
+        before it (see readonly.py)."""
+        rnd = self.readonly.next_round()
         committed = self.log.committed
         for to, pr in self.prs.items():
-            self.msgs.append(Message(MSG_HEARTBEAT, self.id, to, self.term,
-                                     commit=min(pr.match, committed), context=ctx))
+            self.msgs.append(Message(MSG_HEARTBEAT, self.id, to, self.term, index=rnd,
+                                     commit=min(pr.match, committed)))
 
     def _leader_read(self, origin: int, context: bytes) -> None:
-        req = ReadRequest(self.log.committed, origin, context)
         if self._voters == (self.id,):
-            self._respond_read(req, refused=False)
+            self._respond_read(ReadRequest(self.log.committed, origin, context), refused=False)
             return
-        if self.readonly.add(self.log.committed, origin, context, self.id) is None:
-            return
-        committed = self.log.committed
-        for to, pr in self.prs.items():
-            self.msgs.append(Message(MSG_HEARTBEAT, self.id, to, self.term,
-                                     commit=min(pr.match, committed), context=context))
+        if self.readonly.add(self.log.committed, origin, context) is None:
+            # the same context is pending: answering either with the other's round could be
+            # stale, and dropping it would leave the caller waiting for its timeout
+            self._respond_read(ReadRequest(0, origin, context), refused=True)
+        # the round it waits for goes out with the next Ready (_flush): one for many reads
 
     def _respond_read(self, req: ReadRequest, refused: bool) -> None:
         if req.origin == self.id:

@@ -22,7 +22,7 @@ from .types import PROBE, REPLICATE, SNAPSHOT
 class Progress:
     __slots__ = ("match", "next", "state", "probe_sent", "inflight", "max_inflight",
                  "pending_snapshot", "recent_active", "learner", "caught_up_ticks",
-                 "sent_commit", "stalled")
+                 "quiet_ticks", "sent_commit", "stalled")
 
     def __init__(self, next_index: int, max_inflight: int, learner: bool = False) -> None:
         self.match = 0
@@ -35,6 +35,7 @@ class Progress:
         self.recent_active = False
         self.learner = learner
         self.caught_up_ticks = 0
+        self.quiet_ticks = 0  # promotion ticks since its last append or heartbeat response
         self.sent_commit = 0
         self.stalled = (0, 0)  # (match at the last heartbeat response, how many in a row)
 

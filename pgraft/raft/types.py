@@ -49,8 +49,9 @@ class ReadState:
     the state machine is linearizable for the request identified by ``context``.
 
     ``refused`` is True when the leader declined the request (it has not committed an entry of
-    its term yet, or it is handing leadership over); the runtime retries or reports
-    :class:`pgraft.errors.Unavailable`. ``index`` is then 0."""
+    its term yet, it is handing leadership over, it lost leadership, or a request with the same
+    ``context`` is already pending there); the runtime retries (with a context of its own) or
+    reports :class:`pgraft.errors.Unavailable`. ``index`` is then 0."""
 
     index: int
     context: bytes

@@ -70,11 +70,10 @@ def fmt_msg(m: Any) -> str:
             s += f" ({bytes(m.context).decode()})"
     elif t in (core.MSG_VOTE_RESP, core.MSG_PRE_VOTE_RESP):
         s += " rejected" if m.reject else " granted"
-    elif t == core.MSG_HEARTBEAT:
-        s += f" commit={m.commit}"
-        if m.context:
-            s += f" ctx={bytes(m.context).decode()}"
-    elif t == core.MSG_HEARTBEAT_RESP:
+    elif t in (core.MSG_HEARTBEAT, core.MSG_HEARTBEAT_RESP):
+        s += f" round={m.index}"
+        if t == core.MSG_HEARTBEAT:
+            s += f" commit={m.commit}"
         if m.context:
             s += f" ctx={bytes(m.context).decode()}"
     elif t == core.MSG_SNAP:
