@@ -80,6 +80,7 @@ from .state import (
     encode_kv_delete,
     encode_kv_put,
 )
+from .identity import DEFAULT_CLUSTER_TOKEN, NodeIdentity, cluster_id_for
 from .storage import SOCKET_FILE, DiskStorage
 from .transport import Transport
 
@@ -108,6 +109,12 @@ class NodeConfig:
     port: int
     data_dir: str
     initial_cluster: dict[int, tuple[str, int]] | None = None
+    #: "new": an empty data directory with ``initial_cluster`` bootstraps that cluster;
+    #: "existing": it starts empty and waits for the leader (a member added, or re-added).
+    initial_cluster_state: str = "new"
+    #: Mixed into the cluster id of a new cluster, so that two clusters bootstrapped with the
+    #: same member list (e.g. on one host, ports reused) still refuse each other's nodes.
+    initial_cluster_token: str = DEFAULT_CLUSTER_TOKEN
     election_timeout_ms: int = 1000
     heartbeat_interval_ms: int = 100
     tick_ms: int | None = None  # derived from the two above when None
@@ -146,6 +153,11 @@ class NodeConfig:
                                   hint=exc.hint) from None
         if not self.data_dir:
             raise InvalidArgument("a data directory is required")
+        if self.initial_cluster_state not in ("new", "existing"):
+            raise InvalidArgument(f"initial cluster state {self.initial_cluster_state!r} is not "
+                                  "'new' or 'existing'")
+        if not self.initial_cluster_token:
+            raise InvalidArgument("the initial cluster token is empty")
         if self.heartbeat_interval_ms < 1:
             raise InvalidArgument(f"heartbeat interval {self.heartbeat_interval_ms} ms must be "
                                   "at least 1 ms")
@@ -271,6 +283,15 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help='bootstrap a new cluster: "1=HOST:PORT,2=HOST:PORT,3=HOST:PORT" '
                              "(first start only; omit it to start empty and be added by the "
                              "leader)")
+    parser.add_argument("--initial-cluster-state", choices=["new", "existing"], default="new",
+                        help="with --initial-cluster and an empty data directory: 'new' "
+                             "bootstraps that cluster (default), 'existing' starts empty and "
+                             "waits to be added by the leader")
+    parser.add_argument("--initial-cluster-token", default=DEFAULT_CLUSTER_TOKEN,
+                        metavar="TOKEN",
+                        help="mixed into the id of a new cluster, so that nodes of two "
+                             "clusters with the same member list refuse each other (default "
+                             f"{DEFAULT_CLUSTER_TOKEN!r})")
     parser.add_argument("--election-timeout", type=int, default=1000, metavar="MS",
                         help="election timeout in milliseconds (default 1000)")
     parser.add_argument("--heartbeat-interval", type=int, default=100, metavar="MS",
@@ -305,7 +326,10 @@ def config_from_args(ns: argparse.Namespace) -> NodeConfig:
     cluster = parse_cluster(ns.initial_cluster) if ns.initial_cluster else None
     config = NodeConfig(
         node_id=ns.node_id, address=ns.address, port=ns.port, data_dir=ns.data_dir,
-        initial_cluster=cluster, election_timeout_ms=ns.election_timeout,
+        initial_cluster=cluster,
+        initial_cluster_state=getattr(ns, "initial_cluster_state", "new"),
+        initial_cluster_token=getattr(ns, "initial_cluster_token", DEFAULT_CLUSTER_TOKEN),
+        election_timeout_ms=ns.election_timeout,
         heartbeat_interval_ms=ns.heartbeat_interval, listen_host=ns.listen_host,
         max_frame=ns.max_frame, max_pending_proposals=ns.max_pending_proposals,
         max_msg_bytes=min(16 * 1024 * 1024, max(1024 * 1024, ns.max_frame // 2)),
@@ -394,6 +418,7 @@ class Node:
         self.metrics = Metrics()
         self.state = AppliedState()
         self.storage: DiskStorage | None = None
+        self.identity: NodeIdentity | None = None
         self.raw: RawNode | None = None
         self.transport: Transport | None = None
         self.server: Server | None = None
@@ -440,6 +465,7 @@ class Node:
                                              segment_size=config.segment_size,
                                              max_entry_size=config.max_msg_bytes)
         try:
+            self.identity = NodeIdentity(storage.path, config.node_id)
             self._open_core()
             self.snapshots = SnapshotManager(
                 self, storage, entries=config.snapshot_entries, nbytes=config.snapshot_bytes,
@@ -457,7 +483,7 @@ class Node:
                 max_frame=config.max_frame, max_queue_frames=config.peer_queue_frames,
                 max_queue_bytes=config.peer_queue_bytes,
                 advertise=(config.address, config.port), loop=loop,
-                security=config.security.load())
+                security=config.security.load(), peer_gate=self.identity)
             await self.transport.start()
         except BaseException:
             await self._close_resources(graceful=False)
@@ -481,11 +507,19 @@ class Node:
         assert storage is not None
         pristine = (storage.last_index() == 0 and storage.hard_state().term == 0
                     and storage.snapshot_meta().index == 0)
+        identity = self.identity
+        assert identity is not None
         if config.initial_cluster is not None and pristine:
-            RawNode.bootstrap(storage, dict(config.initial_cluster))
-            storage.sync()
-            log.info("node %d bootstrapped a new cluster: %s", self.node_id,
-                     format_cluster(config.initial_cluster))
+            if config.initial_cluster_state == "new":
+                RawNode.bootstrap(storage, dict(config.initial_cluster))
+                storage.sync()
+                identity.set_cluster_id(cluster_id_for(config.initial_cluster,
+                                                       config.initial_cluster_token))
+                log.info("node %d bootstrapped a new cluster %s: %s", self.node_id,
+                         identity.cluster_id, format_cluster(config.initial_cluster))
+            else:
+                log.info("node %d: empty data directory and --initial-cluster-state existing: "
+                         "waiting to be contacted by the leader of the cluster", self.node_id)
         rng = random.Random(config.seed if config.seed is not None
                             else int.from_bytes(os.urandom(8), "little"))
         cfg = Config(node_id=config.node_id, election_ticks=self._el_ticks,
@@ -1137,6 +1171,10 @@ class Node:
                           "connected": self.transport.peer_connected(i)
                           if self.transport is not None else False}
                       for i, a in self._peer_book.items()},
+            "cluster_id": self.identity.cluster_id if self.identity is not None else None,
+            "incarnation": self.identity.incarnation if self.identity is not None else None,
+            "refused_peers": {i: exc.message for i, exc in self.transport.refused.items()}
+            if self.transport is not None else {},
             "implementation": core.__name__.rsplit(".", 1)[-1],
             "metrics": self.metrics.snapshot(
                 term=st.term, role=st.role, commit_index=st.commit,

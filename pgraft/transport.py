@@ -31,10 +31,12 @@ from .auth import ClientAuth, RateLimitedLog, ServerChallenge, server_challenge
 from .errors import (
     AuthenticationFailed,
     DecodeError,
+    MemberRefused,
     Overloaded,
     PgraftError,
     ProtocolError,
     StorageError,
+    from_wire,
 )
 from .metrics import Metrics
 from .security import HANDSHAKE_MAX_BYTES, LoadedSecurity, is_loopback
@@ -64,6 +66,15 @@ class ClientHandler(Protocol):
     def handle_request(self, conn: ClientConnection, request: Any) -> None: ...
 
     def connection_closed(self, conn: ClientConnection) -> None: ...
+
+
+class PeerGate(Protocol):
+    """Who may be a peer (pgraft.identity.NodeIdentity): the fields this node shows in the
+    peer handshake, and the check of what a peer showed (a refusal, or None to admit it)."""
+
+    def hello_fields(self) -> dict[str, str]: ...
+
+    def check_peer(self, peer_id: int, fields: dict[str, Any]) -> PgraftError | None: ...
 
 
 # CONTROL frames (docs/protocol.md) are encoded here with one reused msgpack Packer, and the
@@ -336,6 +347,14 @@ class _Inbound(asyncio.Protocol):
         self._hello_msg = {}
         if item.get("hello") == "peer":
             peer_id = self._peer_id
+            gate = owner.peer_gate
+            if gate is not None:
+                refusal = gate.check_peer(peer_id, item)
+                if refusal is not None:
+                    owner.report_refused(peer_id, refusal)
+                    self._refuse(refusal)
+                    return
+                owner.refused.pop(peer_id, None)
             self._mode = "peer"
             address, port = item.get("address"), item.get("port")
             if (isinstance(address, str) and address and isinstance(port, int)
@@ -347,8 +366,11 @@ class _Inbound(asyncio.Protocol):
                 # when the backoff ends (up to backoff_max later). Its replies to us travel on
                 # that link: waiting for it delayed elections after a restart by up to a second.
                 link.kick()
-            transport.write(core.encode_control(
-                {"hello": "ok", "node_id": owner.node_id, "version": PROTOCOL_VERSION}))
+            ok: dict[str, Any] = {"hello": "ok", "node_id": owner.node_id,
+                                  "version": PROTOCOL_VERSION}
+            if gate is not None:
+                ok.update(gate.hello_fields())
+            transport.write(core.encode_control(ok))
             log.debug("node %d: inbound peer %d connected from %s", owner.node_id, peer_id,
                       self._where)
             return
@@ -455,6 +477,9 @@ class _Outbound(asyncio.Protocol):
             hello["address"], hello["port"] = advertise
         if self._auth is not None:
             hello.update(self._auth.hello_fields())
+        gate = self._link.owner.peer_gate
+        if gate is not None:
+            hello.update(gate.hello_fields())
         transport.write(core.encode_control(hello))
 
     def data_received(self, data: bytes) -> None:
@@ -578,6 +603,11 @@ class PeerLink:
                     owner.connect_timeout)
                 assert proto is not None  # create_connection returned its protocol
                 reply = await asyncio.wait_for(proto.hello, owner.connect_timeout)
+                if (isinstance(reply, dict) and isinstance(reply.get("error"), dict)
+                        and reply["error"].get("code") == MemberRefused.code):
+                    refused = from_wire(reply["error"])  # the peer refuses us: say why
+                    owner.report_refused(self.peer_id, refused)
+                    raise refused
                 if not isinstance(reply, dict) or reply.get("hello") != "ok":
                     reason = reply.get("error", {}).get("message") if isinstance(
                         reply, dict) else reply
@@ -585,6 +615,12 @@ class PeerLink:
                 if reply.get("node_id") != self.peer_id:
                     raise ProtocolError(f"{self.endpoint} is node {reply.get('node_id')}, "
                                         f"not node {self.peer_id}")
+                gate = owner.peer_gate
+                refusal = gate.check_peer(self.peer_id, reply) if gate is not None else None
+                if refusal is not None:
+                    owner.report_refused(self.peer_id, refusal)
+                    raise refusal
+                owner.refused.pop(self.peer_id, None)
             except asyncio.CancelledError:
                 if proto is not None and proto.transport is not None:
                     proto.transport.abort()
@@ -592,8 +628,8 @@ class PeerLink:
             except (TimeoutError, OSError, PgraftError, ConnectionError) as exc:
                 if proto is not None and proto.transport is not None:
                     proto.transport.abort()
-                if not self._reported_failure:
-                    self._reported_failure = True
+                if not self._reported_failure and not isinstance(exc, MemberRefused):
+                    self._reported_failure = True  # (report_refused logged a refusal)
                     if isinstance(exc, AuthenticationFailed | ssl.SSLError):
                         log.warning("node %d: peer %d at %s refused: %s", owner.node_id,
                                     self.peer_id, self.endpoint,
@@ -671,8 +707,13 @@ class Transport:
                  backoff_base: float = 0.02, backoff_max: float = 1.0,
                  advertise: tuple[str, int] | None = None,
                  loop: asyncio.AbstractEventLoop | None = None,
-                 security: LoadedSecurity | None = None) -> None:
+                 security: LoadedSecurity | None = None,
+                 peer_gate: PeerGate | None = None) -> None:
         self.node_id = node_id
+        #: Admits peers by cluster id and incarnation (None: every peer is admitted).
+        self.peer_gate = peer_gate
+        #: Peers refused by the gate, with the reason (shown by status; logged once each).
+        self.refused: dict[int, PgraftError] = {}
         #: Cluster secret (None: no authentication) and TLS contexts (README: Security).
         self.secret = security.secret if security is not None else None
         self.server_ssl = security.server_ssl if security is not None else None
@@ -707,6 +748,14 @@ class Transport:
         self._inbound: set[_Inbound] = set()
         self._servers: list[asyncio.AbstractServer] = []
         self._encode = core.encode_message
+
+    def report_refused(self, peer_id: int, refusal: PgraftError) -> None:
+        """A peer failed the gate: say so once per reason, loudly (an operator must act)."""
+        previous = self.refused.get(peer_id)
+        self.refused[peer_id] = refusal
+        if previous is None or previous.message != refusal.message:
+            log.error("node %d: refused peer %d: %s (hint: %s)", self.node_id, peer_id,
+                      refusal.message, refusal.hint)
 
     async def start(self) -> None:
         loop = self.loop
