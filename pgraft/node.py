@@ -55,6 +55,7 @@ from .errors import (
     Unavailable,
     UnknownNode,
 )
+from .identity import DEFAULT_CLUSTER_TOKEN, NodeIdentity, cluster_id_for
 from .metrics import Metrics
 from .raft import (
     ADD_LEARNER,
@@ -80,7 +81,6 @@ from .state import (
     encode_kv_delete,
     encode_kv_put,
 )
-from .identity import DEFAULT_CLUSTER_TOKEN, NodeIdentity, cluster_id_for
 from .storage import SOCKET_FILE, DiskStorage
 from .transport import Transport
 
