@@ -274,6 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
                    add_help=False)
     sub.add_parser("postgres", help="'pgraft postgres install ...': install the PostgreSQL "
                                     "extension", add_help=False)
+    sub.add_parser("storage", help="'pgraft storage clear-failure --data-dir DIR': let a node "
+                                   "start again after an I/O error (README: Operations)",
+                   add_help=False)
 
     def command(name: str, func: Command, help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help, parents=[common])
@@ -356,6 +359,31 @@ def _postgres(argv: list[str]) -> int:
     return int(installer.main(argv[1:]) or 0)
 
 
+def _storage(argv: list[str]) -> int:
+    parser = _Parser(prog="pgraft storage",
+                     description="Operate on a stopped node's data directory.")
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser,
+                                required=True)
+    p = sub.add_parser("clear-failure",
+                       help="remove the record of an I/O error, so the node starts again",
+                       description="A node that hit an I/O error on its log or hard state "
+                                   "records it and refuses to start: the tail of its log can no "
+                                   "longer be trusted. The safe way back is to remove the node "
+                                   "from the cluster, wipe its data directory and add it under "
+                                   "a new id. This command is for an operator who has checked "
+                                   "the disk and accepts the risk; the node must be stopped.")
+    p.add_argument("--data-dir", required=True, help="the node's data directory")
+    ns = parser.parse_args(argv)
+    from .storage import clear_storage_failure
+
+    removed = clear_storage_failure(ns.data_dir)
+    if removed is None:
+        print(f"{ns.data_dir}: no storage failure is recorded")
+    else:
+        print(f"{ns.data_dir}: cleared the record of: {removed.strip()}")
+    return 0
+
+
 def _demo(argv: list[str]) -> int:
     from . import demo
 
@@ -397,6 +425,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _demo(args[1:])
         if args and args[0] == "postgres":
             return _postgres(args[1:])
+        if args and args[0] == "storage":
+            return _storage(args[1:])
         return _run_client_command(args)
     except UsageError as exc:
         _print_error(exc.message, exc.hint)

@@ -92,6 +92,7 @@ class Metrics:
         self.client_requests = 0
         self.client_errors = 0
         self.read_index_requests = 0
+        self.disk_full_events = 0
         self.commit_latency = Histogram()
         self.sync_latency = Histogram()
 
@@ -130,6 +131,7 @@ class Metrics:
             "client_requests": self.client_requests,
             "client_errors": self.client_errors,
             "read_index_requests": self.read_index_requests,
+            "disk_full_events": self.disk_full_events,
             "commit_latency": self.commit_latency.snapshot(),
             "sync_latency": self.sync_latency.snapshot(),
             "replication_lag": lag,

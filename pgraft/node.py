@@ -51,6 +51,7 @@ from .errors import (
     Overloaded,
     PayloadTooLarge,
     PgraftError,
+    StorageFull,
     Timeout,
     Unavailable,
     UnknownNode,
@@ -447,6 +448,8 @@ class Node:
         self._running = False
         self._failed: asyncio.Future[BaseException | None] | None = None
         self._syncing = False
+        #: Set while the data directory's file system is full (see _wait_for_space).
+        self._disk_full: StorageFull | None = None
         self.snapshots: SnapshotManager | None = None
 
     @property
@@ -687,7 +690,10 @@ class Node:
                     await snapshots.install(rd.snapshot)  # restores state, resets the log
                 if rd.entries:
                     self._on_append(rd.entries)
-                    storage.append(rd.entries)
+                    try:
+                        storage.append(rd.entries)
+                    except StorageFull as exc:
+                        await self._wait_for_space(exc, storage.append, rd.entries)
                     metrics.entries_persisted += len(rd.entries)
                 if rd.hard_state is not None:
                     storage.set_hard_state(rd.hard_state)
@@ -722,6 +728,31 @@ class Node:
                                           "may commit",
                                           hint="read the state back on another node before "
                                                "retrying the write"))
+
+    async def _wait_for_space(self, exc: StorageFull, write: Any, *args: Any) -> None:
+        """The file system is full: ``write`` wrote nothing. Retry it until it fits. The Ready
+        stays outstanding meanwhile -- nothing it acknowledges is sent -- while the loop goes
+        on stepping messages: a leader stops heartbeating, so a healthy node takes over within
+        an election timeout; new proposals are refused with StorageFull."""
+        self._disk_full = exc
+        self.metrics.disk_full_events += 1
+        log.error("node %d cannot write its log: %s; it stops acknowledging (a leader hands "
+                  "over to a healthy node) and retries until space is freed", self.node_id,
+                  exc.message)
+        delay = 0.05
+        while True:
+            await asyncio.sleep(delay)
+            if not self._running:
+                raise exc
+            try:
+                write(*args)
+            except StorageFull as again:
+                exc = again
+                delay = min(delay * 2, 1.0)
+                continue
+            break
+        self._disk_full = None
+        log.info("node %d: the data directory has space again; resuming", self.node_id)
 
     # -------------------------------------------------------------- Ready parts
     def _on_soft_state(self, rd: Ready) -> None:
@@ -982,6 +1013,8 @@ class Node:
             raise Unavailable(f"node {self.node_id} is not running")
         if self.role != LEADER or raw.role != LEADER:
             raise self.not_leader(what)
+        if self._disk_full is not None:
+            raise self._storage_full(what)
         pending = self._pending
         if len(pending) >= self.config.max_pending_proposals:
             self.metrics.proposals_dropped += 1
@@ -1021,10 +1054,20 @@ class Node:
     def propose_kv_delete(self, key: str, waiter: Any = None) -> Any:
         return self._propose(encode_kv_delete(key), "delete a key", waiter)
 
+    def _storage_full(self, what: str) -> StorageFull:
+        full = self._disk_full
+        assert full is not None
+        return StorageFull(f"cannot {what}: node {self.node_id} cannot write its log "
+                           f"({full.message}); the write was not accepted",
+                           hint="free space in the node's data directory (it resumes by "
+                                "itself), or write through another node once one leads")
+
     def _change(self, cc: ConfChange, what: str) -> asyncio.Future[Any]:
         raw = self._check_running()
         if self.role != LEADER or raw.role != LEADER:
             raise self.not_leader(what)
+        if self._disk_full is not None:
+            raise self._storage_full(what)
         index, term = raw.propose_membership_change(cc)
         fut = self.loop.create_future()
         if index in self._pending:
@@ -1171,6 +1214,7 @@ class Node:
                           "connected": self.transport.peer_connected(i)
                           if self.transport is not None else False}
                       for i, a in self._peer_book.items()},
+            "disk_full": self._disk_full.message if self._disk_full is not None else None,
             "cluster_id": self.identity.cluster_id if self.identity is not None else None,
             "incarnation": self.identity.incarnation if self.identity is not None else None,
             "refused_peers": {i: exc.message for i, exc in self.transport.refused.items()}

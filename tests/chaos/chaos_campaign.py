@@ -60,8 +60,10 @@ from pgraft.errors import (  # noqa: E402
     MembershipChangeInProgress,
     NodeExists,
     NotLeaderError,
+    OutcomeUnknown,
     Overloaded,
     PgraftError,
+    StorageFull,
     Unavailable,
     UnknownNode,
 )
@@ -70,20 +72,17 @@ FAULT_KINDS = ("kill", "kill-leader", "pause", "pause-leader", "partition-halves
                "partition-leader", "partition-bridge", "lose-unsynced", "membership")
 
 # Errors a write gets only before its proposal entered the log: it certainly did not happen.
-# Everything else (Timeout, Unavailable -- the node stopped, or the entry was overwritten --,
-# ConnectionFailed during the call, an internal error) leaves the outcome unknown.
+# Unavailable (no leader, node not running, connection failed before the request was sent) and
+# StorageFull are raised only then; OutcomeUnknown (node stopped or failed, entry overwritten,
+# connection lost after sending, commit timeout) and anything else leave the outcome unknown.
 DEFINITE_FAILURES = (NotLeaderError, Overloaded, LeadershipTransferInProgress, InvalidArgument,
-                     MembershipChangeInProgress, NodeExists, UnknownNode)
-# ``Node.not_leader`` (checked before proposing) answers Unavailable with this text when no
-# leader is known; every other Unavailable may come after the proposal entered the log.
-_NO_LEADER = "is not the leader and no leader is known"
+                     MembershipChangeInProgress, NodeExists, UnknownNode, Unavailable,
+                     StorageFull)
 
 
 def definite_failure(exc: BaseException) -> bool:
-    """True when a write that raised ``exc`` certainly did not take effect."""
-    if isinstance(exc, DEFINITE_FAILURES):
-        return True
-    return isinstance(exc, Unavailable) and _NO_LEADER in exc.message
+    """True when a write that raised ``exc`` certainly did not take effect (by class only)."""
+    return isinstance(exc, DEFINITE_FAILURES) and not isinstance(exc, OutcomeUnknown)
 
 
 class ChaosCluster(LocalCluster):
