@@ -26,7 +26,7 @@ cdef class _Segment:
     cdef int push(self, Py_ssize_t off) except -1
     cdef void mark_dirty(self, Py_ssize_t lo, Py_ssize_t hi) noexcept
     cdef int flush(self) except -1
-    cdef void prepare_ahead(self) noexcept
+    cdef bint prepare_ahead(self) noexcept
     cdef Py_ssize_t record_end(self, Py_ssize_t i) noexcept
 
 
@@ -41,12 +41,17 @@ cdef class Log:
     cdef int _lock_fd
     cdef uint64_t _synced
     cdef Py_ssize_t _bytes
+    cdef readonly object failed    # the error text after a failed sync or write, else None
+    cdef public bint space_low     # the file system is (nearly) full: see check_space
+    cdef dict _prepared            # first index -> (temp file, size) for the running append
 
     cdef int _check_open(self) except -1
+    cdef int _check_writable(self) except -1
+    cdef int _append(self, list batch, uint64_t expect) except -1
     cdef int _write(self, uint64_t index, uint64_t term, uint8_t type,
                     const unsigned char *payload, Py_ssize_t n,
                     const unsigned char *record) except -1
     cdef _Segment _roll(self, uint64_t first, Py_ssize_t need)
-    cdef _Segment _new_segment(self, uint64_t first, Py_ssize_t size)
+    cdef _Segment _new_segment(self, uint64_t first, Py_ssize_t size, object prepared)
     cdef _Segment _locate(self, uint64_t index)
     cdef object _entry_at(self, _Segment seg, Py_ssize_t i)

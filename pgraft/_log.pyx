@@ -2,12 +2,15 @@
 """pgraft._log: the durable Raft log over memory-mapped segment files, and the hard state file.
 
 The pure-Python twin ``pgraft._log_py`` has the same API and the same on-disk format; its
-module docstring describes the format and the recovery rule. Here the hot paths are C: records
-are written with ``pgraft_record_write`` straight into the mapping, the offset index is a C
-array per segment, and recovery verifies every CRC and builds the index in C.
+module docstring describes the format, the recovery rule (with the ``synced_through``
+watermark), what a failed sync or a full file system does, and the failpoints. Here the hot
+paths are C: records are written with ``pgraft_record_write`` straight into the mapping, the
+offset index is a C array per segment, and recovery verifies every CRC and builds the index
+in C.
 """
 
 import bisect
+import contextlib
 import fcntl
 import mmap
 import os
@@ -25,8 +28,9 @@ from libc.stdlib cimport free, realloc
 from libc.string cimport memcpy, memset
 from posix.mman cimport MS_SYNC, msync
 
+from . import failpoints as _fp
 from .errors import InvalidArgument, StorageCorrupted, StorageError, StorageFormatError
-from .fsutil import fsync_dir
+from .fsutil import NO_SPACE, fsync_dir, io_error
 
 try:  # entries are returned as the compiled Entry; the pure one only if _core is not built
     from ._core import Entry as _Entry
@@ -60,12 +64,16 @@ RESET_SUFFIX = ".reset"
 TMP_SUFFIX = ".tmp"
 LOCK_NAME = "LOCK"
 
+#: Version of the hard state slots written (version 1, without ``synced``, is still read).
+HARD_STATE_VERSION = 2
+
 cdef enum:
     HDR = 32
     REC = 28
     SEC = 512
     HS_SLOT = 512
-    HS_BODY = 48
+    HS_BODY = 56     # version 2: magic, version, reserved, seq, term, vote, commit, synced
+    HS_BODY_V1 = 48  # version 1: no synced
 
 cdef Py_ssize_t _PAGE = mmap.PAGESIZE
 #: Bytes zeroed ahead of the tail at a time (see _Segment.prepare_ahead).
@@ -113,19 +121,45 @@ def encode_segment_header(uint64_t first_index):
     return out
 
 
-def _create_file(dirpath, name, size, head):
-    """Create ``name`` durably (temp file, fsync, rename, fsync directory): a crash never
-    leaves a half-made file under ``name``."""
+def _prepare_file(dirpath, name, size, head):
+    """Create the temp file of ``name``: ``size`` bytes allocated (the only step that needs
+    free space), starting with ``head``, fsynced. Returns its path; on failure it is removed
+    and the OSError raised. _commit_file puts it in place."""
     tmp = os.path.join(dirpath, name + TMP_SUFFIX)
-    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        os.posix_fallocate(fd, 0, size)
-        os.pwrite(fd, head, 0)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            if _fp.ACTIVE is not None:
+                _fp.hit("log.segment_create", tmp)
+            os.posix_fallocate(fd, 0, size)
+            os.pwrite(fd, head, 0)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return tmp
+
+
+def _commit_file(dirpath, tmp, name):
+    """Rename a prepared temp file to ``name`` and fsync the directory: a crash never leaves a
+    half-made file under ``name``."""
     os.rename(tmp, os.path.join(dirpath, name))
     fsync_dir(dirpath)
+
+
+def _extend(fd, size, path):
+    """Re-extend a truncated segment at open (posix_fallocate + fsync); StorageFull or
+    StorageError naming the file."""
+    try:
+        if _fp.ACTIVE is not None:
+            _fp.hit("log.segment_create", path)
+        os.posix_fallocate(fd, 0, size)
+        os.fsync(fd)
+    except OSError as exc:
+        raise io_error("extending the log segment", path, exc, full=True) from None
 
 
 def _data_regions(int fd, Py_ssize_t lo, Py_ssize_t hi):
@@ -281,35 +315,43 @@ cdef class _Segment:
         if hi > self.dirty_hi:
             self.dirty_hi = hi
 
-    cdef void prepare_ahead(self) noexcept:
+    cdef bint prepare_ahead(self) noexcept:
         """Write zeros over the next ``ZERO_CHUNK`` bytes past the records once fewer than
         half of that are left written. Preallocated space is unwritten extents: the first sync
         of data written into one also commits the extent conversion to the journal (a few
         more writes and a device flush: measured on ext4, 363 of 500 syncs of 16 KiB appends
         started a journal commit, against 1 with the space zeroed ahead). Zeroing a chunk
         converts it in one sync, after which syncs write only data. The bytes past the end of
-        the records are zeros already: nothing the log holds changes."""
+        the records are zeros already: nothing the log holds changes. The space is allocated
+        already (segments are preallocated whole): this never needs free space. Returns
+        whether it zeroed a chunk."""
         # from the page after the records
         cdef Py_ssize_t lo = (self.end + _PAGE - 1) // _PAGE * _PAGE
         if lo < self.prepared:
             lo = self.prepared
         if lo >= self.size or lo - self.end >= _ZERO_CHUNK // 2:
-            return
+            return False
         cdef Py_ssize_t hi = min(self.size, lo + _ZERO_CHUNK)
         memset(self.base + lo, 0, hi - lo)
         self.mark_dirty(lo, hi)
         self.prepared = hi
+        return True
 
     cdef int flush(self) except -1:
+        """msync the dirty range; an OSError names the file."""
         cdef Py_ssize_t lo
-        cdef int rc
+        cdef int rc, err = 0
         if self.dirty_lo < 0:
             return 0
         lo = self.dirty_lo - self.dirty_lo % _PAGE  # msync wants a page-aligned start
+        if _fp.ACTIVE is not None:
+            _fp.hit("log.msync", self.path)
         with nogil:
             rc = msync(self.base + lo, <size_t>(self.dirty_hi - lo), MS_SYNC)
+            if rc != 0:
+                err = errno
         if rc != 0:
-            raise OSError(errno, f"msync of {self.path}: {os.strerror(errno)}")
+            raise OSError(err, os.strerror(err), self.path)
         self.dirty_lo = self.dirty_hi = -1
         return 0
 
@@ -333,13 +375,17 @@ cdef class Log:
     ``truncate_after``, ``compact`` and ``reset`` are durable when they return. Entries read
     back carry zero-copy, read-only memoryviews into the mapping (``data`` and ``record``); a
     view of an entry that is later truncated reads zeros. ``close()`` does not sync.
+
+    ``synced_through`` is the caller's durable watermark (see the module docstring of the
+    twin): a bad record at or below it, or a log ending before it, is ``StorageCorrupted``.
     """
 
     def __cinit__(self, *args, **kwargs):
         self._lock_fd = -1
 
     def __init__(self, path, *, Py_ssize_t segment_size=64 * 1024 * 1024,
-                 Py_ssize_t max_entry_size=16 * 1024 * 1024, first_index=1):
+                 Py_ssize_t max_entry_size=16 * 1024 * 1024, first_index=1,
+                 synced_through=0):
         if segment_size < HDR + REC:
             raise InvalidArgument(f"segment_size {segment_size} is too small")
         if not 0 <= max_entry_size < (1 << 32):
@@ -356,10 +402,13 @@ cdef class Log:
         self._lock_fd = -1
         self._synced = 0
         self._bytes = 0
+        self.failed = None
+        self.space_low = False
+        self._prepared = {}
         os.makedirs(self.path, exist_ok=True)
         self._lock()
         try:
-            self._recover(first_index)
+            self._recover(first_index, synced_through)
         except BaseException:
             self.close()
             raise
@@ -416,14 +465,53 @@ cdef class Log:
             raise StorageError(f"log {self.path} is closed")
         return 0
 
+    cdef int _check_writable(self) except -1:
+        if self.failed is not None:
+            raise StorageError(
+                f"log {self.path}: the storage failed earlier ({self.failed}); nothing is "
+                "written to it again", path=self.path,
+                hint="an I/O error is reported to one sync only: what was written since the "
+                     "last successful sync may never reach the disk; see the STORAGE_FAILED "
+                     "file of the data directory")
+        if self._tail is None:
+            raise StorageError(f"log {self.path} is closed")
+        return 0
+
+    def _fail(self, what, path, exc):
+        """The log is failed from now on (see the module docstring of the twin)."""
+        err = io_error(what, path, exc)
+        self.failed = err.message
+        return err
+
+    def _create_error(self, path, exc):
+        """A segment could not be created: StorageFull (nothing changed, the log stays
+        usable) when the file system is full, else the log is failed."""
+        err = io_error("creating the log segment", path, exc, full=True)
+        if exc.errno in NO_SPACE:
+            self.space_low = True
+        else:
+            self.failed = err.message
+        return err
+
+    def check_space(self):
+        """Re-evaluate :attr:`space_low` from the file system's free space (less than one
+        segment: low) and return it."""
+        try:
+            st = os.statvfs(self.path)
+        except OSError:
+            return self.space_low
+        self.space_low = st.f_bavail * st.f_frsize < self.segment_size
+        return self.space_low
+
     # ---------------------------------------------------------------- writing
     def append(self, entries):
         """Append entries (objects with index/term/type/data); the first must be
-        ``last_index + 1`` and the rest contiguous. Not durable until :meth:`sync`."""
-        self._check_open()
+        ``last_index + 1`` and the rest contiguous. Not durable until :meth:`sync`. All or
+        nothing: ``InvalidArgument`` or ``StorageFull`` append none of them."""
+        self._check_writable()
         cdef list batch = entries if type(entries) is list else list(entries)
         cdef uint64_t expect = self._tail.first + self._tail.count
-        cdef Py_ssize_t k, n = len(batch)
+        cdef Py_ssize_t k, n = len(batch), size, total = 0
         cdef Py_buffer view
         cdef object e, data, rec
         # Check the whole batch first so a bad entry appends nothing.
@@ -431,9 +519,55 @@ cdef class Log:
             e = batch[k]
             if e.index != expect + k:
                 raise InvalidArgument(f"append: entry index {e.index}, expected {expect + k}")
-            if len(e.data) > self.max_entry_size:
-                raise InvalidArgument(f"entry {e.index} has {len(e.data)} bytes, over "
+            size = len(e.data)
+            if size > self.max_entry_size:
+                raise InvalidArgument(f"entry {e.index} has {size} bytes, over "
                                       f"max_entry_size {self.max_entry_size}")
+            total += REC + size
+        if self._tail.end + total > self._tail.size:
+            # The segments this batch starts exist before any record is written.
+            self._prepare(batch, expect)
+        try:
+            self._append(batch, expect)
+        finally:
+            if self._prepared:
+                self._discard_prepared()
+
+    def _prepare(self, list batch, uint64_t first):
+        """Create (as temp files) every segment that appending ``batch`` will start, before
+        any record is written: a full file system fails the append before it changes
+        anything. The placement is the one _write and _roll make."""
+        cdef Py_ssize_t pos = self._tail.end, size = self._tail.size, need
+        cdef uint64_t index = first
+        plan = []
+        for e in batch:
+            need = REC + len(e.data)
+            if pos + need > size:
+                size = max(self.segment_size, HDR + need)
+                plan.append((index, size))
+                pos = HDR
+            pos += need
+            index += 1
+        for seg_first, seg_size in plan:
+            name = segment_name(seg_first)
+            try:
+                tmp = _prepare_file(self.path, name, seg_size, encode_segment_header(seg_first))
+            except OSError as exc:
+                self._discard_prepared()
+                raise self._create_error(os.path.join(self.path, name), exc) from None
+            self._prepared[seg_first] = (tmp, seg_size)
+        self.check_space()
+
+    def _discard_prepared(self):
+        for tmp, _size in self._prepared.values():
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        self._prepared.clear()
+
+    cdef int _append(self, list batch, uint64_t expect) except -1:
+        cdef Py_ssize_t k, n = len(batch)
+        cdef Py_buffer view
+        cdef object e, data, rec
         for k in range(n):
             e = batch[k]
             # An entry whose record is already encoded (a proposal, or a record received in a
@@ -459,6 +593,7 @@ cdef class Log:
                             view.len, NULL)
             finally:
                 PyBuffer_Release(&view)
+        return 0
 
     cdef int _write(self, uint64_t index, uint64_t term, uint8_t type,
                     const unsigned char *payload, Py_ssize_t n,
@@ -485,19 +620,34 @@ cdef class Log:
         # The full segment is made durable before the next exists, so after a crash only the
         # last segment can hold a torn tail.
         self.sync()
-        if self._tail.count == 0:  # an empty segment too small for the entry: replace it
+        cdef _Segment seg = self._new_segment(first, max(self.segment_size, HDR + need),
+                                              self._prepared.pop(first, None))
+        if self._tail.count == 0:  # an empty segment too small for the entry: replaced
             self._segs.pop()
             self._firsts.pop()
-        return self._new_segment(first, max(self.segment_size, HDR + need))
-
-    cdef _Segment _new_segment(self, uint64_t first, Py_ssize_t size):
-        name = segment_name(first)
-        _create_file(self.path, name, size, encode_segment_header(first))
-        seg = self._open_mapped(os.path.join(self.path, name), first, size)
         self._segs.append(seg)
         self._firsts.append(first)
         self._tail = seg
         return seg
+
+    cdef _Segment _new_segment(self, uint64_t first, Py_ssize_t size, object prepared):
+        """Put the segment of ``first`` in place (a prepared temp file, or a new one) and map
+        it; the caller adds it to the segment list."""
+        name = segment_name(first)
+        path = os.path.join(self.path, name)
+        if prepared is None:
+            try:
+                tmp = _prepare_file(self.path, name, size, encode_segment_header(first))
+            except OSError as exc:
+                raise self._create_error(path, exc) from None
+            self.check_space()
+        else:
+            tmp, size = prepared
+        try:
+            _commit_file(self.path, tmp, name)
+            return self._open_mapped(path, first, size)
+        except OSError as exc:
+            raise self._fail("creating the log segment", path, exc) from None
 
     def _open_mapped(self, path, uint64_t first, Py_ssize_t size):
         fd = os.open(path, os.O_RDWR)
@@ -509,17 +659,27 @@ cdef class Log:
     def sync(self):
         """Return when everything appended so far is durable (msync of the dirty ranges).
         It also zeroes the space ahead of the tail (_Segment.prepare_ahead): appends must not
-        run concurrently with it."""
-        self._check_open()
+        run concurrently with it. A failure leaves the log failed (see the module docstring of
+        the twin)."""
+        self._check_writable()
         cdef _Segment seg
-        self._tail.prepare_ahead()
-        for seg in self._segs:
-            seg.flush()
+        cdef bint ahead
+        try:
+            if _fp.ACTIVE is not None:
+                _fp.hit("log.sync", self._tail.path)
+            ahead = self._tail.prepare_ahead()
+            for seg in self._segs:
+                seg.flush()
+        except OSError as exc:
+            raise self._fail("syncing the log segment", exc.filename or self._tail.path,
+                             exc) from None
         self._synced = self._tail.first + self._tail.count - 1
+        if ahead:
+            self.check_space()
 
     def truncate_after(self, index):
         """Drop every entry after ``index`` (durable on return: the bytes are zeroed)."""
-        self._check_open()
+        self._check_writable()
         cdef _Segment seg
         cdef Py_ssize_t i, cut, old_end
         if index >= self.last_index:
@@ -546,9 +706,12 @@ cdef class Log:
         if k >= len(self._segs):
             return
         for seg in reversed(self._segs[k:]):  # newest first: a crash leaves a contiguous log
+            try:
+                os.unlink(seg.path)
+                fsync_dir(self.path)  # in order: unlinks may reach the disk reordered
+            except OSError as exc:
+                raise self._fail("removing the log segment", seg.path, exc) from None
             self._bytes -= seg.end - HDR
-            os.unlink(seg.path)
-            fsync_dir(self.path)  # in order: unlinks may reach the disk reordered
         del self._segs[k:]
         del self._firsts[k:]
         self._tail = self._segs[-1]
@@ -556,14 +719,19 @@ cdef class Log:
     def compact(self, index):
         """Drop whole segments whose entries are all <= ``index`` (never the last segment).
         Returns the new first index."""
-        self._check_open()
+        self._check_writable()
         cdef Py_ssize_t dropped = 0
         cdef _Segment seg
         while (len(self._segs) - dropped > 1
                and (<_Segment>self._segs[dropped + 1]).first - 1 <= index):
             seg = self._segs[dropped]
-            os.unlink(seg.path)  # oldest first: a crash midway leaves a contiguous log
-            fsync_dir(self.path)  # ... only if each unlink is durable before the next
+            try:
+                os.unlink(seg.path)  # oldest first: a crash midway leaves a contiguous log
+                fsync_dir(self.path)  # ... only if each unlink is durable before the next
+            except OSError as exc:
+                del self._segs[:dropped]
+                del self._firsts[:dropped]
+                raise self._fail("removing the log segment", seg.path, exc) from None
             self._bytes -= seg.end - HDR
             dropped += 1
         if dropped:
@@ -572,18 +740,28 @@ cdef class Log:
         return self.first_index
 
     def reset(self, first_index):
-        """Drop everything; the log restarts empty at ``first_index`` (durable on return)."""
-        self._check_open()
+        """Drop everything; the log restarts empty at ``first_index`` (durable on return).
+        ``StorageFull`` (the new segment could not be allocated) changes nothing."""
+        self._check_writable()
         if first_index < 1:
             raise InvalidArgument(f"first_index must be >= 1, not {first_index}")
         name = f"{first_index:020d}{RESET_SUFFIX}"
-        _create_file(self.path, name, self.segment_size, encode_segment_header(first_index))
-        self._segs = []
-        self._firsts = []
-        self._tail = None
-        self._finish_reset(name)
-        seg = self._open_mapped(os.path.join(self.path, segment_name(first_index)),
-                                first_index, self.segment_size)
+        try:
+            tmp = _prepare_file(self.path, name, self.segment_size,
+                                encode_segment_header(first_index))
+        except OSError as exc:
+            raise self._create_error(os.path.join(self.path, name), exc) from None
+        self.check_space()
+        try:
+            _commit_file(self.path, tmp, name)  # the commit point of the reset
+            self._segs = []
+            self._firsts = []
+            self._tail = None
+            self._finish_reset(name)
+            seg = self._open_mapped(os.path.join(self.path, segment_name(first_index)),
+                                    first_index, self.segment_size)
+        except OSError as exc:
+            raise self._fail("resetting the log in", self.path, exc) from None
         self._segs.append(seg)
         self._firsts.append(first_index)
         self._tail = seg
@@ -657,7 +835,7 @@ cdef class Log:
         return out
 
     # --------------------------------------------------------------- recovery
-    def _recover(self, first_index):
+    def _recover(self, first_index, synced_through):
         names = sorted(os.listdir(self.path))
         for name in names:
             if name.endswith(TMP_SUFFIX):  # a creation that did not finish
@@ -667,17 +845,30 @@ cdef class Log:
                 self._finish_reset(name)
         segs = sorted(n for n in os.listdir(self.path) if n.endswith(SEGMENT_SUFFIX))
         if not segs:
-            self._new_segment(first_index, self.segment_size)
+            if synced_through >= first_index:
+                raise StorageCorrupted(
+                    f"{self.path}: the log has no segments but was synced through index "
+                    f"{synced_through}: synced entries are missing", path=self.path)
+            seg = self._new_segment(first_index, self.segment_size, None)
+            self._segs.append(seg)
+            self._firsts.append(first_index)
+            self._tail = seg
             self._synced = first_index - 1
             return
         report = RecoveryReport()
         for pos, name in enumerate(segs):
-            self._recover_segment(name, pos == len(segs) - 1, report)
+            self._recover_segment(name, pos == len(segs) - 1, report, synced_through)
         if report.cut_path is not None or report.removed_segments:
             self.recovery = report
-        self._synced = self._tail.first + self._tail.count - 1
+        last = self._tail.first + self._tail.count - 1
+        if last < synced_through:
+            raise StorageCorrupted(
+                f"{self._tail.path}: the log ends at index {last} (offset {self._tail.end}) "
+                f"but was synced through index {synced_through}: synced entries are missing",
+                path=self._tail.path, offset=self._tail.end)
+        self._synced = last
 
-    def _recover_segment(self, name, bint is_last, report):
+    def _recover_segment(self, name, bint is_last, report, synced_through):
         path = os.path.join(self.path, name)
         stem = name[: -len(SEGMENT_SUFFIX)]
         if not (len(stem) == 20 and stem.isdigit()):
@@ -697,7 +888,7 @@ cdef class Log:
                     fsync_dir(self.path)
                     report.removed_segments.append(path)
                     return
-                os.posix_fallocate(fd, 0, max(size, self.segment_size))
+                _extend(fd, max(size, self.segment_size), path)
                 os.pwrite(fd, encode_segment_header(first) + bytes(max(0, size - HDR)), 0)
                 os.fsync(fd)
                 report.cut_path, report.cut_offset, report.cut_bytes = path, 0, size
@@ -708,11 +899,14 @@ cdef class Log:
                     f"{path}: segment starts at index {hdr_first}, expected {expect}",
                     path=path, offset=0)
             if is_last and size < self.segment_size:  # truncated file: re-extend with zeros
-                os.posix_fallocate(fd, 0, self.segment_size)
-                os.fsync(fd)
+                _extend(fd, self.segment_size, path)
                 size = self.segment_size
             seg = _Segment(path, first, _map(fd, size), size)
-            _scan(seg, fd, is_last, report)
+            _scan(seg, fd, is_last, report, synced_through)
+            if is_last:
+                # Records that survived a crash in the page cache only (kill -9 before a
+                # sync) are made durable before the log counts them as synced.
+                os.fdatasync(fd)
         finally:
             os.close(fd)
         self._segs.append(seg)
@@ -754,7 +948,7 @@ def _read_header(path, fd, Py_ssize_t size):
     return pgraft_load_u64(p + 16)
 
 
-cdef int _scan(_Segment seg, int fd, bint is_last, report) except -1:
+cdef int _scan(_Segment seg, int fd, bint is_last, report, uint64_t synced_through) except -1:
     """Verify every record of ``seg`` and build its offset index, in C; then classify what
     follows the last good record: clean end, torn tail (cut) or corruption."""
     cdef const unsigned char *base = seg.base
@@ -789,6 +983,11 @@ cdef int _scan(_Segment seg, int fd, bint is_last, report) except -1:
     last_nz = _last_nonzero(base, fd, off, size)
     if last_nz < 0:
         return 0  # clean end
+    if expect <= synced_through:
+        raise StorageCorrupted(
+            f"{seg.path}: bad record at offset {off} (index {expect}), at or below index "
+            f"{synced_through} that was synced: corruption, not a torn tail",
+            path=seg.path, offset=off)
     if not is_last or not _is_torn(base, off, size, last_nz, expect):
         raise StorageCorrupted(
             f"{seg.path}: bad record at offset {off} (index {expect}) followed by data",
@@ -807,44 +1006,52 @@ cdef class HardState:
     cdef public object term
     cdef public object vote
     cdef public object commit
+    cdef public object synced  # the durable watermark: the log is synced through this index
 
-    def __init__(self, term=0, vote=0, commit=0):
+    def __init__(self, term=0, vote=0, commit=0, synced=0):
         self.term = term
         self.vote = vote
         self.commit = commit
+        self.synced = synced
 
     def __repr__(self):
-        return f"HardState(term={self.term!r}, vote={self.vote!r}, commit={self.commit!r})"
+        return (f"HardState(term={self.term!r}, vote={self.vote!r}, commit={self.commit!r}, "
+                f"synced={self.synced!r})")
 
     def __eq__(self, other):
         if not hasattr(other, "vote"):
             return NotImplemented
-        return (self.term, self.vote, self.commit) == (other.term, other.vote, other.commit)
+        return (self.term, self.vote, self.commit, self.synced) == (
+            other.term, other.vote, other.commit, getattr(other, "synced", 0))
 
 
 def encode_hard_state_slot(uint64_t seq, hs):
-    """One 512-byte slot: body, CRC32C of the body, zero padding."""
+    """One 512-byte slot (version 2): body, CRC32C of the body, zero padding."""
     cdef bytes out = PyBytes_FromStringAndSize(NULL, HS_SLOT)
     cdef unsigned char *p = <unsigned char *>PyBytes_AS_STRING(out)
     memset(p, 0, HS_SLOT)
     memcpy(p, b"PGRFTHS\x00", 8)
-    pgraft_store_u32(p + 8, FORMAT_VERSION)
+    pgraft_store_u32(p + 8, HARD_STATE_VERSION)
     pgraft_store_u64(p + 16, seq)
     pgraft_store_u64(p + 24, hs.term)
     pgraft_store_u64(p + 32, hs.vote)
     pgraft_store_u64(p + 40, hs.commit)
+    pgraft_store_u64(p + 48, getattr(hs, "synced", 0))
     pgraft_store_u32(p + HS_BODY, pgraft_crc32c(0, p, HS_BODY))
     return out
 
 
 class HardStateFile:
     """Hard state in one file of two CRC'd slots written alternately (pwrite + fdatasync); the
-    valid slot with the highest sequence number wins, so a torn save leaves the previous one."""
+    valid slot with the highest sequence number wins, so a torn save leaves the previous one.
+    A failed save leaves the sequence where it was (the last good slot is never the next one
+    written) and the file failed (:attr:`failed`): every later save raises StorageError."""
 
     def __init__(self, path):
         self.path = os.fspath(path)
         self._seq = 0
         self._fd = -1
+        self.failed = None
         if not os.path.exists(self.path):
             d, name = os.path.split(os.path.abspath(self.path))
             tmp = os.path.join(d, name + TMP_SUFFIX)
@@ -863,24 +1070,31 @@ class HardStateFile:
         foreign = bad = 0
         cdef bytes raw
         cdef const unsigned char *p
+        cdef uint32_t version
+        cdef size_t body
         for slot in range(2):
             raw = os.pread(self._fd, HS_SLOT, slot * HS_SLOT).ljust(HS_SLOT, b"\0")
             p = <const unsigned char *>PyBytes_AS_STRING(raw)
-            if raw[:8] != _HS_MAGIC or pgraft_load_u32(p + 8) != FORMAT_VERSION:
+            version = pgraft_load_u32(p + 8)
+            if raw[:8] != _HS_MAGIC or (version != 1 and version != HARD_STATE_VERSION):
                 foreign += raw[:8] == _HS_MAGIC or not _zero(p, HS_SLOT)
                 continue
-            if pgraft_crc32c(0, p, HS_BODY) != pgraft_load_u32(p + HS_BODY):
+            body = HS_BODY if version == HARD_STATE_VERSION else HS_BODY_V1
+            if pgraft_crc32c(0, p, body) != pgraft_load_u32(p + body):
                 bad += 1
                 continue
             seq = pgraft_load_u64(p + 16)
             if seq > best_seq:
                 best_seq = seq
                 best = HardState(pgraft_load_u64(p + 24), pgraft_load_u64(p + 32),
-                                 pgraft_load_u64(p + 40))
+                                 pgraft_load_u64(p + 40),
+                                 pgraft_load_u64(p + 48) if version == HARD_STATE_VERSION
+                                 else 0)
         if best is None:
             if foreign and not bad:
                 raise StorageFormatError(f"{self.path}: not a pgraft hard state file of "
-                                         f"format version {FORMAT_VERSION}", path=self.path)
+                                         f"format version 1 or {HARD_STATE_VERSION}",
+                                         path=self.path)
             raise StorageCorrupted(f"{self.path}: both hard state slots are damaged",
                                    path=self.path, offset=0)
         self._seq = best_seq
@@ -888,11 +1102,23 @@ class HardStateFile:
 
     def save(self, hs):
         """Write ``hs`` durably into the older slot."""
+        if self.failed is not None:
+            raise StorageError(
+                f"hard state file {self.path}: the storage failed earlier ({self.failed}); "
+                "nothing is saved to it again", path=self.path)
         if self._seq == 0:
             self.load()
-        self._seq += 1
-        os.pwrite(self._fd, encode_hard_state_slot(self._seq, hs), (self._seq % 2) * HS_SLOT)
-        os.fdatasync(self._fd)
+        seq = self._seq + 1
+        try:
+            os.pwrite(self._fd, encode_hard_state_slot(seq, hs), (seq % 2) * HS_SLOT)
+            if _fp.ACTIVE is not None:
+                _fp.hit("hardstate.save", self.path)
+            os.fdatasync(self._fd)
+        except OSError as exc:
+            err = io_error("saving the hard state to", self.path, exc)
+            self.failed = err.message
+            raise err from None
+        self._seq = seq  # only now: a failed save must not move the next save onto this slot
 
     def close(self):
         """Close the file."""

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+
+from .errors import StorageError, StorageFull
+
+#: errno values that mean "no space": the file system (or the user's quota) is full.
+NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 def fsync_dir(path: str) -> None:
@@ -26,7 +33,30 @@ def write_file_atomic(path: str, data: bytes) -> None:
             n = os.write(fd, view)
             view = view[n:]
         os.fsync(fd)
-    finally:
+    except BaseException:
         os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    os.close(fd)
     os.rename(tmp, path)
     fsync_dir(directory)
+
+
+def errno_text(exc: OSError) -> str:
+    """``"Input/output error (EIO)"``: the errno text and its symbolic name."""
+    code = exc.errno
+    name = errno.errorcode.get(code, str(code)) if code is not None else "?"
+    return f"{exc.strerror or exc} ({name})"
+
+
+def io_error(what: str, path: str, exc: OSError, *, full: bool = False) -> StorageError:
+    """The StorageError for an OSError of ``what`` (e.g. "syncing the log segment") on
+    ``path``: it names the file and the errno. With ``full``, ENOSPC/EDQUOT becomes
+    :class:`StorageFull` (for writes that changed nothing when they failed)."""
+    text = f"{what} {path} failed: {errno_text(exc)}"
+    code = errno.errorcode.get(exc.errno, str(exc.errno)) if exc.errno is not None else None
+    if full and exc.errno in NO_SPACE:
+        return StorageFull(f"{text}: the file system is full; nothing was written", path=path,
+                           errno=code)
+    return StorageError(text, path=path, errno=code)

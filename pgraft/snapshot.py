@@ -87,9 +87,10 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from . import failpoints as _fp
 from ._impl import core
 from .errors import PgraftError, StorageCorrupted, StorageError
-from .fsutil import fsync_dir
+from .fsutil import fsync_dir, io_error
 from .raft.types import SnapshotMeta
 
 log = logging.getLogger("pgraft.snapshot")
@@ -230,14 +231,19 @@ class SnapshotStore:
 
     def write(self, meta: SnapshotMeta, data: bytes) -> SnapshotFile:
         """Write a snapshot durably (temp file, fsync, rename, fsync dir). Blocking: runs in a
-        worker thread. Does not make it current (see :meth:`set_current`)."""
+        worker thread. Does not make it current (see :meth:`set_current`). A failed write
+        removes its temp file and leaves the current snapshot as it was: StorageFull when the
+        file system is full, StorageError (naming the file and the errno) otherwise."""
         raw_meta = meta.encode()
         crc = core.crc32c(data, core.crc32c(raw_meta))
         head = encode_header(meta.index, meta.term, len(raw_meta), len(data), crc)
         name = snapshot_name(meta.index, meta.term)
         path = os.path.join(self.dir, name)
         tmp = path + TMP_SUFFIX
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        except OSError as exc:
+            raise io_error("creating the snapshot file", tmp, exc, full=True) from None
         try:
             _write_all(fd, head)
             _write_all(fd, raw_meta)
@@ -249,14 +255,21 @@ class SnapshotStore:
             for lo in range(0, len(view), _WRITE_SLICE):
                 _write_all(fd, view[lo:lo + _WRITE_SLICE])
             os.fsync(fd)
-        except BaseException:
+        except BaseException as exc:
             os.close(fd)
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+            if isinstance(exc, OSError):
+                raise io_error("writing the snapshot file", tmp, exc, full=True) from None
             raise
         os.close(fd)
-        os.rename(tmp, path)
-        fsync_dir(self.dir)
+        try:
+            os.rename(tmp, path)
+            fsync_dir(self.dir)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise io_error("renaming the snapshot file", tmp, exc) from None
         size = HEADER_SIZE + len(raw_meta) + len(data)
         return SnapshotFile(path, meta, size, crc, len(raw_meta), len(data))
 
@@ -292,6 +305,8 @@ class SnapshotStore:
 
 
 def _write_all(fd: int, data: bytes | memoryview) -> None:
+    if _fp.ACTIVE is not None:
+        _fp.hit("snapshot.write")
     view = memoryview(data)
     while view:
         n = os.write(fd, view)
@@ -371,7 +386,18 @@ class _Incoming:
         self.started = time.monotonic()
 
     def write(self, offset: int, data: bytes) -> None:
-        os.pwrite(self.fd, data, offset)
+        try:
+            if _fp.ACTIVE is not None:
+                _fp.hit("snapshot.write", self.path)
+            view = memoryview(data)
+            pos = offset
+            while view:  # a short pwrite (a file system nearly full) writes the rest next
+                n = os.pwrite(self.fd, view, pos)
+                view = view[n:]
+                pos += n
+        except OSError as exc:
+            raise io_error("writing the received snapshot file", self.path, exc,
+                           full=True) from None
         if offset < HEADER_SIZE:
             body = data[HEADER_SIZE - offset:] if offset + len(data) > HEADER_SIZE else b""
         else:
@@ -381,7 +407,11 @@ class _Incoming:
 
     def finish(self) -> SnapshotFile:
         """fsync, then check the header, size and body CRC against what was announced."""
-        os.fsync(self.fd)
+        try:
+            os.fsync(self.fd)
+        except OSError as exc:
+            raise io_error("syncing the received snapshot file", self.path, exc,
+                           full=True) from None
         index, term, size, crc = self.key
         if self.crc != crc:
             raise StorageCorrupted(f"{self.path}: received snapshot body CRC mismatch",

@@ -5,9 +5,10 @@ A node's data directory::
     LOCK            fcntl.flock'ed by the running node (holds its pid, for the error message)
     node_id         the node id this directory belongs to (written once)
     log/            pgraft._impl.log.Log segments
-    hardstate       pgraft._impl.log.HardStateFile (term, vote, commit)
+    hardstate       pgraft._impl.log.HardStateFile (term, vote, commit, synced watermark)
     snap/           the last snapshot of the applied state (pgraft.snapshot.SnapshotStore)
     node.sock       the Unix socket for local clients (made by the transport)
+    STORAGE_FAILED  only after an I/O error: when, which file, what error (see below)
 
 Writes follow the Ready contract of :class:`pgraft.raft.Ready`: ``apply_snapshot`` and
 ``append`` are called on the event loop (they only write into the mapped segments; a
@@ -17,6 +18,30 @@ makes all of it durable. The hard state file is rewritten (with its own fdatasyn
 the term or vote changed or when the commit index has not been saved for
 ``commit_save_interval`` seconds: the commit index may lag on disk (Raft re-learns it from the
 leader), the term and vote never may.
+
+The hard state also carries the *durable watermark* ``synced``: an index through which the log
+is known synced (set from the log after each successful sync, saved whenever the hard state is
+saved anyway, and at a clean close: it may lag, never lead). At open, a bad record at or below
+it is corruption (``StorageCorrupted`` naming file and offset), never a torn tail to cut; and a
+saved commit index above the last index (that the snapshot does not cover) means committed
+entries are missing: ``StorageCorrupted`` too. Truncating the log below the saved watermark
+(a conflicting suffix, a snapshot that replaces the log) first saves the lowered watermark.
+
+I/O errors (DESIGN rule 2): Linux reports a failed writeback to one fsync only, so a retry can
+"succeed" on data that never reached the disk. After any I/O error in append, sync, compaction
+or a hard state save, the storage is *failed* (:attr:`DiskStorage.failed`): every later write
+raises ``StorageError``, :meth:`DiskStorage.close` releases without syncing or saving (like
+:meth:`DiskStorage.abandon`), and the failure is recorded durably in ``STORAGE_FAILED``. A data
+directory holding that file is refused at open, with the way out in the hint: remove the node
+from the cluster, wipe the directory, add the node back under a new id; or, after checking the
+disk, clear the record with :func:`clear_storage_failure` (``pgraft storage clear-failure
+--data-dir DIR``).
+
+A full file system is not a failure: ``append`` raises ``StorageFull`` (an
+``StorageError``; SQLSTATE 53100) when a segment it needs cannot be allocated, having appended
+none of its entries (a conflicting suffix it replaces may already be truncated: retrying the
+same entries is always right); nothing is lost and the call can be retried once space is
+freed. :attr:`DiskStorage.space_low` warns before that happens (see ``Log.space_low``).
 """
 
 from __future__ import annotations
@@ -30,8 +55,8 @@ from typing import Any
 
 from ._impl import core
 from ._impl import log as logmod
-from .errors import PgraftError, StorageCorrupted, StorageError
-from .fsutil import write_file_atomic
+from .errors import PgraftError, StorageCorrupted, StorageError, StorageFull
+from .fsutil import errno_text, fsync_dir, io_error, write_file_atomic
 from .raft.storage import Compacted
 from .raft.types import HardState, SnapshotMeta
 from .snapshot import SnapshotStore
@@ -43,6 +68,8 @@ NODE_ID_FILE = "node_id"
 LOG_DIR = "log"
 HARD_STATE_FILE = "hardstate"
 SOCKET_FILE = "node.sock"
+#: Written into the data directory after an I/O error; the directory is refused while it exists.
+FAILED_MARKER = "STORAGE_FAILED"
 
 ENTRY_CONF_CHANGE = core.ENTRY_CONF_CHANGE
 RECORD_HEADER_SIZE = core.RECORD_HEADER_SIZE
@@ -124,8 +151,70 @@ class DataDir:
             self._lock_fd = -1
 
 
-def _log_hs(hs: HardState) -> Any:
-    return logmod.HardState(hs.term, hs.vote, hs.commit)
+def _log_hs(hs: HardState, synced: int) -> Any:
+    return logmod.HardState(hs.term, hs.vote, hs.commit, synced)
+
+
+def _failed_hint(path: str, node_id: int | None) -> str:
+    node = f"node {node_id}" if node_id is not None else "the node"
+    return (f"the safe way: remove {node} from the cluster, wipe {path} and add the node back "
+            f"under a new node id. Only if you have checked the disk and know that the data is "
+            f"intact: run `pgraft storage clear-failure --data-dir {path}` and start the node "
+            f"again")
+
+
+def read_storage_failure(data_dir: str) -> str | None:
+    """The text of the data directory's ``STORAGE_FAILED`` record, or None if it has none."""
+    try:
+        with open(os.path.join(os.path.abspath(data_dir), FAILED_MARKER), "rb") as f:
+            return f.read().decode("utf-8", "replace")
+    except FileNotFoundError:
+        return None
+
+
+def _marker_fields(text: str) -> dict[str, str]:
+    out = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(": ")
+        if sep and key.isidentifier():
+            out[key] = value
+    return out
+
+
+def clear_storage_failure(data_dir: str) -> str | None:
+    """Remove the ``STORAGE_FAILED`` record of ``data_dir`` so that the node may open it again
+    (the operator has checked the disk: see the module docstring). Returns the removed record's
+    text, or None if there was none. StorageError while a node holds the directory."""
+    path = os.path.abspath(data_dir)
+    marker = os.path.join(path, FAILED_MARKER)
+    if not os.path.isdir(path):
+        raise StorageError(f"{path} is not a data directory", path=path)
+    if not os.path.exists(marker):
+        return None
+    lock = os.path.join(path, LOCK_FILE)
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise io_error("opening", lock, exc) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise StorageError(f"data directory {path} is locked by a running node",
+                               hint="stop the node first", path=path) from None
+        text = read_storage_failure(path)
+        try:
+            os.unlink(marker)
+            fsync_dir(path)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise io_error("removing", marker, exc) from None
+    finally:
+        os.close(fd)
+    log.warning("storage failure record %s removed by the operator; it said: %s", marker,
+                (text or "").strip().replace("\n", "; "))
+    return text
 
 
 class DiskStorage:
@@ -138,36 +227,66 @@ class DiskStorage:
         self.path = self.data_dir.path
         self.node_id = node_id
         self.commit_save_interval = commit_save_interval
+        #: The error text once an I/O error made the storage untrusted (module docstring).
+        self.failed: str | None = None
         self._log: Any = None
         # The entries appended last (the core's own objects), for reading back the entries
         # that commit next without rebuilding them from the mapping (see entries()).
         self._recent: list[Any] = []
         self._recent_first = 0
         self._hsfile: Any = None
+        self._synced = 0  # the log is known synced through this index
+        self._saved_synced = 0  # ... and the hard state on disk says so
         try:
+            self._check_failure_record()
             self._open(segment_size, max_entry_size)
         except PgraftError:
-            self.close()
+            self._release()
             raise
         except OSError as exc:
-            self.close()
-            raise StorageError(f"cannot open the storage in {self.path}: {exc}",
+            self._release()
+            raise StorageError(f"cannot open the storage in {self.path}: "
+                               f"{exc.filename or ''} {errno_text(exc)}".replace("  ", " "),
                                path=self.path) from None
+
+    def _check_failure_record(self) -> None:
+        text = read_storage_failure(self.path)
+        if text is None:
+            return
+        marker = os.path.join(self.path, FAILED_MARKER)
+        fields = _marker_fields(text)
+        error = fields.get("error") or " ".join(text.split())[:500]
+        where = fields.get("file", "unknown")
+        when = fields.get("time", "an unknown time")
+        raise StorageError(
+            f"the storage in {self.path} failed at {when} and is not trusted: {error} (file "
+            f"{where}; recorded in {marker})",
+            hint=_failed_hint(self.path, self.node_id), path=marker, failed_file=where)
 
     def _open(self, segment_size: int, max_entry_size: int) -> None:
         self.snapshots = SnapshotStore(self.path)
         self._snap = self.snapshots.meta
-        self._log = logmod.Log(os.path.join(self.path, LOG_DIR), segment_size=segment_size,
+        self._hsfile = logmod.HardStateFile(os.path.join(self.path, HARD_STATE_FILE))
+        loaded = self._hsfile.load()
+        self._hs = HardState(int(loaded.term), int(loaded.vote), int(loaded.commit))
+        self._saved_hs = self._hs
+        self._saved_synced = int(getattr(loaded, "synced", 0))
+        self._saved_at = time.monotonic()
+        log_dir = os.path.join(self.path, LOG_DIR)
+        self._log = logmod.Log(log_dir, segment_size=segment_size,
                                max_entry_size=max_entry_size,
-                               first_index=self._snap.index + 1)
+                               first_index=self._snap.index + 1,
+                               synced_through=self._saved_synced)
         report = self._log.recovery
         if report is not None and (report.cut_bytes or report.removed_segments):
             log.warning("log recovery in %s: cut %d bytes of a torn tail at %s offset %s; "
                         "removed %s", self.path, report.cut_bytes, report.cut_path,
                         report.cut_offset, report.removed_segments or "no segments")
         lg, snap = self._log, self._snap
+        self._synced = int(lg.synced_index)
         if lg.last_index < lg.first_index:  # empty
             if lg.first_index != snap.index + 1:
+                self._lower_watermark(snap.index)
                 lg.reset(snap.index + 1)
         elif lg.first_index > snap.index + 1:
             raise StorageCorrupted(
@@ -176,16 +295,17 @@ class DiskStorage:
         elif snap.index and (snap.index > lg.last_index or (
                 lg.first_index <= snap.index and lg.term(snap.index) != snap.term)):
             # A snapshot was installed and the crash came before the old log was dropped.
+            self._lower_watermark(snap.index)
             lg.reset(snap.index + 1)
-        self._hsfile = logmod.HardStateFile(os.path.join(self.path, HARD_STATE_FILE))
-        loaded = self._hsfile.load()
-        self._hs = HardState(int(loaded.term), int(loaded.vote), int(loaded.commit))
-        self._saved_hs = self._hs
-        self._saved_at = time.monotonic()
+        self._synced = int(lg.synced_index)
         last = self.last_index()
         if self._hs.commit > last:
-            # The commit index can only point at entries this node holds.
-            self._hs = HardState(self._hs.term, self._hs.vote, last)
+            # The commit index only ever points at entries this node held durably: they are
+            # gone (a lost or cut log). Never lower it silently (DESIGN rule 5).
+            raise StorageCorrupted(
+                f"{self.path}: the saved commit index {self._hs.commit} is above the last index "
+                f"{last} (the log in {log_dir} ends at {lg.last_index}, the snapshot at "
+                f"{snap.index}): committed entries are missing", path=log_dir)
         if self._hs.commit < snap.index:
             # A snapshot holds only committed entries (the saved commit index may lag).
             self._hs = HardState(self._hs.term, self._hs.vote, snap.index)
@@ -260,10 +380,92 @@ class DiskStorage:
     def byte_size(self) -> int:
         return int(self._log.byte_size)
 
+    @property
+    def space_low(self) -> bool:
+        """The file system of the log is full or nearly (less than one segment free): the
+        next append that needs a new segment may raise StorageFull (see Log.space_low). Cheap:
+        an attribute; :meth:`check_space` measures again."""
+        lg = self._log
+        return bool(lg is not None and lg.space_low)
+
+    def check_space(self) -> bool:
+        """Measure the free space again (statvfs) and return :attr:`space_low`."""
+        lg = self._log
+        return bool(lg is not None and lg.check_space())
+
+    # --------------------------------------------------------------- failures
+    def _refuse(self) -> StorageError:
+        return StorageError(f"the storage in {self.path} failed earlier ({self.failed}); "
+                            "nothing is written to it again",
+                            hint=_failed_hint(self.path, self.node_id), path=self.path)
+
+    def _on_error(self, exc: BaseException) -> BaseException:
+        """The error to raise for ``exc`` from a write: an I/O error (an OSError, or a
+        StorageError after which the log or hard state file is failed) fails the storage."""
+        if isinstance(exc, OSError):
+            path = exc.filename if isinstance(exc.filename, str) else self.path
+            err = io_error("writing", path, exc)
+            self._mark_failed(err.message, path)
+            return err
+        lg, hsf = self._log, self._hsfile
+        if isinstance(exc, StorageError) and not isinstance(exc, StorageFull) and (
+                (lg is not None and lg.failed is not None)
+                or (hsf is not None and hsf.failed is not None)):
+            details = getattr(exc, "details", {}) or {}
+            self._mark_failed(getattr(exc, "message", str(exc)), details.get("path"))
+        return exc
+
+    def _mark_failed(self, text: str, path: str | None) -> None:
+        """The storage is failed: record it in memory and, where the disk still lets us, in
+        the STORAGE_FAILED file."""
+        if self.failed is not None:
+            return
+        self.failed = text
+        marker = os.path.join(self.path, FAILED_MARKER)
+        log.error("node %d: the storage in %s failed: %s; it is not written again (recorded "
+                  "in %s)", self.node_id, self.path, text, marker)
+        body = (f"pgraft storage failure: do not trust this data directory\n"
+                f"time: {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n"
+                f"node: {self.node_id}\n"
+                f"file: {path or 'unknown'}\n"
+                f"error: {' '.join(text.split())}\n"
+                f"what_to_do: {_failed_hint(self.path, self.node_id)}\n")
+        try:
+            write_file_atomic(marker, body.encode())
+        except OSError as exc:
+            log.error("node %d: cannot record the storage failure in %s: %s", self.node_id,
+                      marker, errno_text(exc))
+
+    def _save_hard_state(self, hs: HardState, synced: int) -> None:
+        """Save ``hs`` with the watermark ``synced`` (the caller handles errors)."""
+        self._hsfile.save(_log_hs(hs, synced))
+        self._saved_hs = hs
+        self._saved_synced = synced
+        self._saved_at = time.monotonic()
+
+    def _lower_watermark(self, index: int) -> None:
+        """Before the log is cut back to ``index``: the saved watermark must not claim more.
+        Rewrites what is durable already (the saved hard state, whose commit index is never
+        above a cut) with the lower watermark."""
+        if self._synced > index:
+            self._synced = index
+        if self._saved_synced > index:
+            self._save_hard_state(self._saved_hs, index)
+
     # ----------------------------------------------------------------- writes
     def append(self, entries: list[Any]) -> None:
+        """Append (replacing a conflicting suffix). StorageFull: none of ``entries`` was
+        appended, nothing is lost; retry later with the same entries."""
         if not entries:
             return
+        if self.failed is not None:
+            raise self._refuse()
+        try:
+            self._append(entries)
+        except (StorageError, OSError) as exc:
+            raise self._on_error(exc) from None
+
+    def _append(self, entries: list[Any]) -> None:
         first = entries[0].index
         if first <= self._snap.index:
             entries = entries[self._snap.index + 1 - first:]
@@ -275,6 +477,7 @@ class DiskStorage:
             raise StorageError(f"gap in the log: appending entry {first} after {last}")
         lg = self._log
         if first <= last:
+            self._lower_watermark(first - 1)
             lg.truncate_after(first - 1)
         before = lg.byte_size
         lg.append(entries)
@@ -313,15 +516,24 @@ class DiskStorage:
             raise StorageError(f"snapshot {meta.index} (term {meta.term}) is installed but the "
                                f"snapshot file on disk is {cur.index} (term {cur.term})",
                                path=self.path)
+        if self.failed is not None:
+            raise self._refuse()
         self._snap = meta
         self._recent = []
         lg = self._log
-        if lg.first_index <= meta.index <= lg.last_index and lg.term(meta.index) == meta.term:
-            # The log already holds the snapshot's last entry: keep what follows it (entries
-            # up to the snapshot stay in their segments until compact drops them, unseen).
-            lg.compact(meta.index)
-        else:
-            lg.reset(meta.index + 1)
+        try:
+            if (lg.first_index <= meta.index <= lg.last_index
+                    and lg.term(meta.index) == meta.term):
+                # The log already holds the snapshot's last entry: keep what follows it
+                # (entries up to the snapshot stay in their segments until compact drops
+                # them, unseen).
+                lg.compact(meta.index)
+            else:
+                self._lower_watermark(meta.index)
+                lg.reset(meta.index + 1)
+                self._synced = int(lg.synced_index)
+        except (StorageError, OSError) as exc:
+            raise self._on_error(exc) from None
 
     def set_snapshot(self, meta: SnapshotMeta) -> None:
         """This node took a snapshot (its file is durable and current): the core sends it
@@ -333,7 +545,12 @@ class DiskStorage:
         only, durable on return). Returns the new first index. Call it when no sync runs."""
         index = min(index, self._snap.index)
         if index >= self._log.first_index:
-            self._log.compact(index)
+            if self.failed is not None:
+                raise self._refuse()
+            try:
+                self._log.compact(index)
+            except (StorageError, OSError) as exc:
+                raise self._on_error(exc) from None
         return self.first_index()
 
     # ------------------------------------------------------------------- sync
@@ -343,23 +560,26 @@ class DiskStorage:
 
     def sync(self, *, entries: bool = True) -> None:
         """Make everything written so far durable. Runs in a worker thread: the event loop
-        does not write to the storage until it returns."""
-        if entries:
-            self._log.sync()
-        hs = self._hs
-        saved = self._saved_hs
-        if hs == saved:
-            return
-        now = time.monotonic()
-        if (hs.term != saved.term or hs.vote != saved.vote
-                or now - self._saved_at >= self.commit_save_interval):
-            self._hsfile.save(_log_hs(hs))
-            self._saved_hs = hs
-            self._saved_at = now
+        does not write to the storage until it returns. An I/O error fails the storage (see
+        the module docstring): this and every later write raise StorageError."""
+        if self.failed is not None:
+            raise self._refuse()
+        try:
+            if entries:
+                self._log.sync()
+                self._synced = self._log.synced_index
+            hs = self._hs
+            saved = self._saved_hs
+            if hs == saved and self._synced == self._saved_synced:
+                return
+            now = time.monotonic()
+            if (hs.term != saved.term or hs.vote != saved.vote
+                    or now - self._saved_at >= self.commit_save_interval):
+                self._save_hard_state(hs, self._synced)
+        except (StorageError, OSError) as exc:
+            raise self._on_error(exc) from None
 
-    def abandon(self) -> None:
-        """Release everything without syncing or saving (a simulated crash: what was written
-        to the mapped segments stays in the page cache, like after kill -9)."""
+    def _release(self) -> None:
         if self._hsfile is not None:
             self._hsfile.close()
             self._hsfile = None
@@ -368,19 +588,27 @@ class DiskStorage:
             self._log = None
         self.data_dir.close()
 
+    def abandon(self) -> None:
+        """Release everything without syncing or saving (a simulated crash: what was written
+        to the mapped segments stays in the page cache, like after kill -9)."""
+        self._release()
+
     def close(self) -> None:
-        """Flush the hard state (including a lagging commit index) and release everything."""
+        """Sync the log, save the hard state (including a lagging commit index and the
+        watermark) and release everything. A failed storage is released without syncing or
+        saving (a retried sync can "succeed" on data that never reached the disk)."""
         try:
-            if self._log is not None and self._hsfile is not None:
-                self._log.sync()
-                if self._hs != self._saved_hs:
-                    self._hsfile.save(_log_hs(self._hs))
-                    self._saved_hs = self._hs
+            lg, hsf = self._log, self._hsfile
+            if lg is not None and hsf is not None and self.failed is None:
+                if lg.failed is not None or hsf.failed is not None:
+                    self._mark_failed(lg.failed or hsf.failed, None)
+                    return
+                try:
+                    lg.sync()
+                    self._synced = lg.synced_index
+                    if self._hs != self._saved_hs or self._synced != self._saved_synced:
+                        self._save_hard_state(self._hs, self._synced)
+                except (StorageError, OSError) as exc:
+                    raise self._on_error(exc) from None
         finally:
-            if self._hsfile is not None:
-                self._hsfile.close()
-                self._hsfile = None
-            if self._log is not None:
-                self._log.close()
-                self._log = None
-            self.data_dir.close()
+            self._release()
