@@ -239,8 +239,9 @@ def _entries(twin: Any, lo: int, hi: int, term: int = 1, size: int = 50) -> list
     return [twin.entry(i, term, bytes([i % 250 + 1]) * size) for i in range(lo, hi)]
 
 
+@pytest.mark.parametrize("point", ["log.sync", "log.msync"])
 def test_failed_sync_fails_the_storage_and_is_recorded(twin: Any, failpoints: ModuleType,
-                                                       tmp_path: Path) -> None:
+                                                       tmp_path: Path, point: str) -> None:
     st = DiskStorage(str(tmp_path), 1, segment_size=1 << 16)
     st.append(_entries(twin, 1, 6))
     st.set_hard_state(HardState(1, 1, 3))
@@ -249,7 +250,7 @@ def test_failed_sync_fails_the_storage_and_is_recorded(twin: Any, failpoints: Mo
     hs_before = hs_file.read_bytes()
     st.append(_entries(twin, 6, 7))
     st.set_hard_state(HardState(2, 1, 5))
-    failpoints.configure("log.msync=eio")
+    failpoints.configure(f"{point}=eio")
     with pytest.raises(StorageError) as ei:
         st.sync()
     seg = tmp_path / "log" / twin.log.segment_name(1)
@@ -446,3 +447,23 @@ def test_snapshot_replacing_the_log_lowers_the_watermark(twin: Any, tmp_path: Pa
         assert st.hard_state().commit == 5  # raised to the snapshot, never above the log
     finally:
         st.close()
+
+
+def test_snapshot_write_enospc_keeps_the_current_snapshot(failpoints: ModuleType,
+                                                          tmp_path: Path) -> None:
+    from pgraft.snapshot import SnapshotStore
+
+    store = SnapshotStore(str(tmp_path))
+    store.set_current(store.write(SnapshotMeta(5, 1, MEMBERS), b"a" * 1000))
+    before = listing(tmp_path / "snap")
+    content = (tmp_path / "snap" / before[0]).read_bytes()
+    for action, cls in (("enospc", StorageFull), ("eio", StorageError)):
+        failpoints.configure(f"snapshot.write={action}@2")  # the header is written, then not
+        with pytest.raises(cls) as ei:
+            store.write(SnapshotMeta(9, 1, MEMBERS), b"b" * 1000)
+        assert isinstance(ei.value, StorageFull) == (cls is StorageFull)
+        assert "snap" in str(ei.value) and ".tmp" in str(ei.value)  # names the file
+        assert listing(tmp_path / "snap") == before  # the temp file is gone
+        assert (tmp_path / "snap" / before[0]).read_bytes() == content
+    failpoints.configure(None)
+    assert SnapshotStore(str(tmp_path)).meta == SnapshotMeta(5, 1, MEMBERS)
