@@ -8,18 +8,18 @@ accepted a newer leader since, which committed writes the recorded index does no
 
 So every heartbeat the leader sends carries a *round* number (``Message.index``), which the
 follower echoes in its response, and a request registered when the last round sent was
-``R - 1`` waits for round ``R`` (the next heartbeat, sent at once). It is confirmed when a
-quorum of voters, the leader included, have acknowledged a round ``>= R``: a response to any
-later heartbeat — a periodic one too — proves as much. Requests are released in arrival order,
-each with its own recorded index.
+``R - 1`` waits for round ``R`` (sent with the next Ready: one round serves every request
+registered meanwhile). It is confirmed when a quorum of voters, the leader included, have
+acknowledged a round ``>= R``: a response to any later heartbeat — a periodic one too —
+proves as much. Requests are released in arrival order, each with its own recorded index.
 
 Nothing about the request itself (its context) travels in the heartbeat: a context names a
 request for whoever asked, and two requests with the same context (two nodes that number their
 reads alike, a restarted node) must never confirm each other. The round counter lives as long
 as the RawNode and is never reset, so a delayed response from an earlier leadership of this
-node can never match a newer request; a response from before a restart carries an older term
-and is dropped before it gets here. A request whose context is already pending is refused by
-the caller (:meth:`ReadOnly.add` returns None), never dropped.
+node could never match a newer request even if it got past the term check (it carries an
+older term; so does one from before a restart). A request whose context is already pending
+is refused by the caller (:meth:`ReadOnly.add` returns None), never dropped.
 """
 
 from __future__ import annotations

@@ -194,11 +194,13 @@ class Env:
         raw.advance(rd)
         return True
 
-    def deliver(self, node_id: int, types: set[int] | None = None) -> bool:
+    def deliver(self, node_id: int, types: set[int] | None = None,
+                srcs: set[int] | None = None) -> bool:
         q = self.queues.get(node_id, [])
         keep, todo = [], []
         for m in q:
-            (todo if types is None or m.type in types else keep).append(m)
+            wanted = (types is None or m.type in types) and (srcs is None or m.src in srcs)
+            (todo if wanted else keep).append(m)
         self.queues[node_id] = keep
         if not todo:
             return False
@@ -318,9 +320,12 @@ class Env:
             self.process_ready(i)
 
     def c_deliver_msgs(self, args: list[str], kw: dict[str, str]) -> None:
+        """deliver-msgs [ID...] [type=T,...] [from=ID,...]: step the messages queued to each
+        node (only those of the types / from the senders given); the others stay queued."""
         types = {NAME_TO_MSG[t] for t in kw["type"].split(",")} if "type" in kw else None
+        srcs = {int(i) for i in kw["from"].split(",")} if "from" in kw else None
         for i in self.ids(args):
-            self.deliver(i, types)
+            self.deliver(i, types, srcs)
 
     def c_stabilize(self, args: list[str], kw: dict[str, str]) -> None:
         self.stabilize(self.ids(args))

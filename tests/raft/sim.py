@@ -1,10 +1,14 @@
 """A seeded, randomized simulation of a pgraft cluster, checking Raft's safety properties.
 
 Every run is a pure function of its seed. The network drops, duplicates, delays and reorders
-messages and can be partitioned; nodes crash (losing whatever a Ready had not persisted yet)
-and restart from their storage; the leader proposes entries and membership changes (new empty
-nodes join as learners and are promoted automatically, members — the leader too — are
-removed); nodes compact their logs so that others catch up by snapshot.
+messages and can be partitioned (what is sent across a partition is lost; what was already in
+flight still arrives); nodes crash (losing whatever a Ready had not persisted yet) and restart
+from their storage; the leader proposes entries and membership changes (new empty nodes join
+as learners and are promoted automatically, members — the leader too — are removed); nodes
+compact their logs so that others catch up by snapshot. Half of the runs are calm (no crashes,
+no membership changes) so that leaders live long enough for the read checks below to meet
+deposed leaders: a partition often cuts the leader off and slows its timer down (a starved
+process), so that it keeps leading its old term while the majority elects a new leader.
 
 Checked after every step:
 
@@ -13,6 +17,14 @@ Checked after every step:
   follow entries of the same term (so, inductively, the logs are identical up to there).
 * Leader Completeness: a leader of term T holds every entry committed in a term before T.
 * State Machine Safety: every node applies the same entry at each index.
+* Read linearizability: clients issue ReadIndex reads on leaders and followers, interleaved
+  with writes; every index a read is answered with is at least the index of every write
+  acknowledged (applied on the node it was proposed on) before the read was invoked, across
+  leaders and terms. Read contexts deliberately collide: every node numbers its reads alike
+  from a small set (as per-process counters would), reusing a number once nothing about its
+  previous read from that node is in flight, so that an answer is never mistaken for
+  another's. Heartbeat responses (what confirms a read) are often late by up to several
+  election timeouts, and duplicated.
 
 After the faults stop, the cluster must converge: one leader, every member has applied the
 leader's whole log and agrees on the membership.
@@ -31,6 +43,15 @@ from pgraft.raft.membership import EMPTY
 from pgraft.raft.types import LEADER
 
 MSG_SNAP = core.MSG_SNAP
+MSG_HEARTBEAT_RESP = core.MSG_HEARTBEAT_RESP
+MSG_READ_INDEX = core.MSG_READ_INDEX
+MSG_READ_INDEX_RESP = core.MSG_READ_INDEX_RESP
+
+READ_CONTEXTS = (b"0", b"1")  # every node numbers its reads alike, lowest free number first
+READ_PATIENCE = 300  # steps a client waits for the answer to a read before it gives up
+LATE_CHANCE, LATE_DELAY = 0.3, 600  # heartbeat responses: how many are late, by how much
+HEAL_CHANCE = 0.1  # of a heal when partitions toggle: partitions outlast election timeouts
+SLOW_CLOCK = 0.1  # how often a cut-off leader's timer fires, relative to the others
 
 
 class SimNode:
@@ -41,6 +62,7 @@ class SimNode:
         self.raw: RawNode | None = None
         self.applied = 0
         self.applied_membership = EMPTY
+        self.speed = 1.0  # how often its timer fires, relative to the others
         self.start()
 
     def start(self) -> None:
@@ -66,6 +88,9 @@ class Simulation:
         self.rand = random.Random(seed)
         self.steps = steps
         self.pre_vote = self.rand.random() < 0.8 if pre_vote is None else pre_vote
+        # half of the runs have no crashes or membership changes, so that leaders live long
+        # enough for deposed ones to meet late heartbeat responses while clients read
+        self.calm = self.rand.random() < 0.5
         members = {i: (f"10.0.0.{i}", 7000 + i) for i in range(1, size + 1)}
         self.nodes: dict[int, SimNode] = {}
         for i in members:
@@ -88,6 +113,12 @@ class Simulation:
         self.commit_seen: dict[tuple[int, int], int] = {}
         self.proposals = 0
         self.log: list[str] = []
+        # clients: proposed write data -> the node it was proposed on; the highest index of a
+        # write acknowledged so far; outstanding reads (node, context) -> (floor, invoked at)
+        self.writes: dict[bytes, int] = {}
+        self.acked_index = 0
+        self.reads: dict[tuple[int, bytes], tuple[int, int]] = {}
+        self.reads_answered = 0
 
     # ------------------------------------------------------------ network
     def reachable(self, a: int, b: int) -> bool:
@@ -99,13 +130,16 @@ class Simulation:
 
     def send(self, m: Any) -> None:
         r = self.rand
-        if self.faults and r.random() < 0.05:
+        if self.faults and (r.random() < 0.05 or not self.reachable(m.src, m.dst)):
             if m.type == MSG_SNAP:
                 self.report_snapshot(m, False)  # the snapshot stream broke
             return  # dropped
-        copies = 2 if self.faults and r.random() < 0.03 else 1
+        late = m.type == MSG_HEARTBEAT_RESP  # a late one must not confirm a newer read
+        copies = 2 if self.faults and r.random() < (0.1 if late else 0.03) else 1
         for _ in range(copies):
             delay = r.randrange(6) if self.faults else 0
+            if self.faults and late and r.random() < LATE_CHANCE:
+                delay = r.randrange(10, LATE_DELAY)
             self.seq += 1
             self.net.append((self.time + delay, self.seq, m))
 
@@ -116,7 +150,8 @@ class Simulation:
             return
         k = self.rand.choice(ready) if self.faults else ready[0]
         _, _, m = self.net.pop(k)
-        if m.dst in self.down or m.dst not in self.nodes or not self.reachable(m.src, m.dst):
+        # a partition drops what is sent across it (in send), not what was past it already
+        if m.dst in self.down or m.dst not in self.nodes:
             if m.type == MSG_SNAP:
                 self.report_snapshot(m, False)
             return
@@ -156,9 +191,13 @@ class Simulation:
             st.set_hard_state(rd.hard_state)
         for e in rd.committed_entries:
             self.check_apply(n, e)
+        for rs in rd.read_states:
+            self.check_read(n, rs)
         raw.advance(rd)
 
     def crash(self, node_id: int) -> None:
+        for key in [k for k in self.reads if k[0] == node_id]:
+            del self.reads[key]  # its clients give up
         self.down.add(node_id)
         self.nodes[node_id].raw = None
         self.log.append(f"t={self.time} crash {node_id}")
@@ -178,7 +217,7 @@ class Simulation:
 
     # ------------------------------------------------------------- checks
     def fail(self, what: str) -> None:
-        tail = "\n".join(self.log[-15:])
+        tail = "\n".join(self.log[-25:])
         raise SafetyViolation(f"seed {self.seed}: {what}\nrecent events:\n{tail}")
 
     def check_persisted(self, n: SimNode, ents: list[Any]) -> None:
@@ -204,6 +243,52 @@ class Simulation:
                       f"another node applied {old}")
         if e.type == 1:
             n.applied_membership = n.applied_membership.apply_entry_data(e.data)
+        elif self.writes.get(val[1]) == n.id:  # the write's client hears it succeeded
+            del self.writes[val[1]]
+            self.acked_index = max(self.acked_index, e.index)
+            self.log.append(f"t={self.time} write {val[1]!r} acknowledged at index {e.index}")
+
+    def check_read(self, n: SimNode, rs: Any) -> None:
+        invoked = self.reads.pop((n.id, bytes(rs.context)), None)
+        if invoked is None or rs.refused:
+            return  # its client gave up (or retries later)
+        floor, at = invoked
+        self.reads_answered += 1
+        if rs.index < floor:
+            self.fail(f"Read linearizability: node {n.id} answered the read "
+                      f"{bytes(rs.context)!r} invoked at t={at} with index {rs.index}, but a "
+                      f"write at index {floor} was acknowledged before")
+
+    def read(self, n: SimNode) -> None:
+        """A client asks node ``n`` for a linearizable read, with a context free on ``n``."""
+        for key in [k for k, (_, at) in self.reads.items() if at + READ_PATIENCE < self.time]:
+            del self.reads[key]
+        ctx = next((c for c in READ_CONTEXTS if not self.context_busy(n.id, c)), None)
+        if ctx is None:
+            return
+        with contextlib.suppress(PgraftError):
+            n.raw.read_index(ctx)
+            self.reads[(n.id, ctx)] = (self.acked_index, self.time)
+            self.log.append(f"t={self.time} {n.id} reads {ctx!r} (floor {self.acked_index})")
+
+    def context_busy(self, node_id: int, ctx: bytes) -> bool:
+        """Could an answer for ``ctx`` still reach ``node_id`` from an earlier read?"""
+        if (node_id, ctx) in self.reads:
+            return True
+        msgs = [m for _, _, m in self.net]
+        for other in self.nodes.values():
+            raw = other.raw
+            if raw is None:
+                continue
+            req = raw.readonly.pending.get(ctx)
+            if req is not None and req.origin == node_id:
+                return True
+            msgs += raw.msgs + raw.msgs_after
+            if other.id == node_id and any(rs.context == ctx for rs in raw.read_states):
+                return True
+        return any(m.context == ctx and (
+            (m.type == MSG_READ_INDEX and m.src == node_id)
+            or (m.type == MSG_READ_INDEX_RESP and m.dst == node_id)) for m in msgs)
 
     def check_step(self) -> None:
         for i, n in self.nodes.items():
@@ -211,6 +296,8 @@ class Simulation:
             if raw is None or raw.role != LEADER:
                 continue
             other = self.leaders.setdefault(raw.term, i)
+            if other == i and (i, raw.term) not in self.checked_leaders:
+                self.log.append(f"t={self.time} {i} leads term {raw.term}")
             if other != i:
                 self.fail(f"Election Safety: nodes {other} and {i} both lead term {raw.term}")
             log = raw.log
@@ -245,25 +332,30 @@ class Simulation:
         if not up:
             self.restart(r.choice(sorted(self.down)))
             return
+        if r.random() < 0.06:  # clients read all the time, on any node
+            self.read(self.nodes[r.choice(up)])
         if x < 0.35:
             self.deliver_one()
         elif x < 0.55:
-            self.nodes[r.choice(up)].raw.tick()
+            self.nodes[r.choices(up, [self.nodes[i].speed for i in up])[0]].raw.tick()
         elif x < 0.85:
-            self.handle_ready(self.nodes[r.choice(up)], 0.003 if self.faults else 0.0)
+            crash = 0.003 if self.faults and not self.calm else 0.0
+            self.handle_ready(self.nodes[r.choice(up)], crash)
         elif x < 0.92:
             ld = self.leader()
             if ld is not None:
                 self.proposals += 1
+                data = f"v{self.proposals}".encode()
                 with contextlib.suppress(PgraftError):
-                    ld.raw.propose(f"v{self.proposals}".encode())
+                    ld.raw.propose(data)
+                    self.writes[data] = ld.id
         elif x < 0.94:
-            self.change_membership()
+            if not self.calm:
+                self.change_membership()
         elif x < 0.96:
             i = r.choice(up)
             if r.random() < 0.5:
-                with contextlib.suppress(PgraftError):
-                    self.nodes[i].raw.read_index(f"r{self.time}".encode())
+                self.read(self.nodes[i])
             else:
                 self.compact(self.nodes[i])
         elif x < 0.965:
@@ -277,16 +369,28 @@ class Simulation:
             pass
         elif x < 0.975:
             if self.groups:
-                self.groups = []
-                self.log.append(f"t={self.time} heal")
+                if r.random() < HEAL_CHANCE:
+                    self.groups = []
+                    for n in self.nodes.values():
+                        n.speed = 1.0
+                    self.log.append(f"t={self.time} heal")
             else:
                 ids = list(self.nodes)
                 r.shuffle(ids)
                 cut = r.randrange(1, len(ids))
+                ld = self.leader()
+                if ld is not None and r.random() < 0.5:
+                    # cut the leader off, with its timer slowed down (a starved process): a
+                    # deposed leader that serves reads for long; ReadIndex must not depend
+                    # on timing
+                    ids.remove(ld.id)
+                    ids.insert(0, ld.id)
+                    cut = r.randrange(1, (len(ids) + 1) // 2)
+                    ld.speed = SLOW_CLOCK
                 self.groups = [set(ids[:cut]), set(ids[cut:])]
                 self.log.append(f"t={self.time} partition {self.groups}")
         elif x < 0.98:
-            if len(up) > 1:
+            if len(up) > 1 and not self.calm:
                 self.crash(r.choice(up))
         elif x < 0.99 and self.down:
             self.restart(r.choice(sorted(self.down)))
