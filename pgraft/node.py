@@ -68,6 +68,7 @@ from .raft import (
     Membership,
     RawNode,
     Ready,
+    SoftState,
 )
 from .raft.membership import EMPTY, validate_address, validate_node_id
 from .security import SecurityConfig, add_security_arguments, security_from_args
@@ -739,16 +740,27 @@ class Node:
         log.error("node %d cannot write its log: %s; it stops acknowledging (a leader hands "
                   "over to a healthy node) and retries until space is freed", self.node_id,
                   exc.message)
+        loop = self.loop
+        raw = self.raw
+        assert raw is not None
         delay = 0.05
+        next_try = loop.time() + delay
         while True:
-            await asyncio.sleep(delay)
+            await asyncio.sleep(0.05)
             if not self._running:
                 raise exc
+            # The core goes on stepping messages (a new leader's heartbeats demote this node):
+            # clients must be sent to the real leader, not told that this node still leads.
+            if raw.role != self.role or raw.leader_id != self.leader_id:
+                self._apply_soft_state(SoftState(raw.leader_id, raw.role))
+            if loop.time() < next_try:
+                continue
             try:
                 write(*args)
             except StorageFull as again:
                 exc = again
                 delay = min(delay * 2, 1.0)
+                next_try = loop.time() + delay
                 continue
             break
         self._disk_full = None
@@ -756,8 +768,11 @@ class Node:
 
     # -------------------------------------------------------------- Ready parts
     def _on_soft_state(self, rd: Ready) -> None:
-        ss = rd.soft_state
-        assert ss is not None and self.raw is not None
+        assert rd.soft_state is not None
+        self._apply_soft_state(rd.soft_state)
+
+    def _apply_soft_state(self, ss: SoftState) -> None:
+        assert self.raw is not None
         term = self.raw.term
         if ss.role != self.role:
             self.metrics.role_changes += 1

@@ -28,7 +28,7 @@ from cluster_harness import (  # noqa: F401  (fixtures)
 )
 
 from pgraft.errors import NotLeaderError, PgraftError, StorageFull
-from pgraft.storage import STORAGE_FAILED_FILE
+from pgraft.storage import FAILED_MARKER as STORAGE_FAILED_FILE
 
 pytestmark = [pytest.mark.cluster, requires_node]
 
@@ -180,14 +180,14 @@ def test_disk_full_leader_hands_over_and_recovers(cluster_factory: object) -> No
                     with c.client(target, 3.0) as cl:
                         index = cl.append(payload, timeout=2.0)
                     acked[index] = payload
-                except StorageFull as exc:
+                except StorageFull as exc:  # refused before it entered the log
                     full_errors.append(exc)
                 except NotLeaderError as exc:
                     if exc.leader_id:
                         target = exc.leader_id
                 except PgraftError:
-                    pass
-                if target != full:
+                    pass  # e.g. a commit timeout while the leader is stuck
+                if full_errors or target != full:
                     new_leader = c.leader(among=[i for i in c.nodes if i != full])
                     if new_leader is not None:
                         break
