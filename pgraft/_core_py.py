@@ -304,7 +304,8 @@ class Message:
       ``reject_hint`` = conflict index hint, ``log_term`` = conflict term hint.
     - MSG_VOTE/MSG_PRE_VOTE: ``index``/``log_term`` = candidate's last entry;
       ``context`` = b"transfer" when campaigning after TimeoutNow.
-    - MSG_HEARTBEAT(_RESP): ``commit``; ``context`` = ReadIndex round id, echoed back.
+    - MSG_HEARTBEAT(_RESP): ``commit``; ``index`` = the leader's heartbeat round, echoed back
+      (ReadIndex confirmation, pgraft.raft.readonly); ``context`` is echoed but confirms nothing.
     - MSG_SNAP: ``index``/``log_term`` = snapshot index/term; ``snapshot`` = opaque chunk bytes
       (metadata, offset, data; defined by the snapshot layer).
     - MSG_READ_INDEX(_RESP): ``context`` = request id; ``index`` = read index in the response.

@@ -216,3 +216,52 @@ def test_disk_full_leader_hands_over_and_recovers(cluster_factory: object) -> No
                 _check_log(c, node_id, acked)
         finally:
             c.close()
+
+
+def _find_record(data_dir: str, payload: bytes) -> tuple[str, int]:
+    """(segment path, offset) of the log record whose data starts with ``payload``."""
+    logdir = os.path.join(data_dir, "log")
+    for name in sorted(os.listdir(logdir)):
+        path = os.path.join(logdir, name)
+        with open(path, "rb") as f:
+            blob = f.read()
+        at = blob.find(payload)
+        if at >= 0:
+            return path, at
+    raise AssertionError(f"no record holding {payload!r} in {logdir}")
+
+
+def test_damaged_synced_record_is_corruption_not_a_torn_tail(cluster: Cluster) -> None:
+    """A flipped byte in a synced record whose payload holds whole zero sectors: the node
+    refuses to start, naming the file and offset, and keeps every record (it used to cut the
+    record and everything after it as a 'torn tail')."""
+    c = cluster
+    leader = c.wait_for_leader()
+    victim = c.follower_of(leader)
+    marker = b"zero-sectors:"
+    acked = _append_some(c, leader, 3, "before")
+    with c.client(leader) as cl:
+        acked[cl.append(marker + bytes(8192))] = marker + bytes(8192)
+    acked.update(_append_some(c, leader, 20, "after"))
+    c.wait_applied(max(acked), on=[victim])
+    assert c.stop(victim) == 0  # a clean stop saves the synced watermark
+    node = c.nodes[victim]
+    path, offset = _find_record(node.data_dir, marker)
+    size_before = os.path.getsize(path)
+    with open(path, "r+b") as f:
+        f.seek(offset + 2)
+        byte = f.read(1)
+        f.seek(offset + 2)
+        f.write(bytes([byte[0] ^ 0x40]))
+    c.start_node(victim, wait=False)
+    wait_until(f"node {victim} to refuse its damaged log", lambda: not node.running, 30, 0.05)
+    assert node.proc is not None and node.proc.returncode == 1
+    text = _log_of(c, victim)
+    assert os.path.basename(path) in text and "offset" in text, text[-2000:]
+    assert os.path.getsize(path) == size_before  # nothing was cut
+    logdir = os.path.dirname(path)
+    blobs = b""
+    for name in os.listdir(logdir):
+        with open(os.path.join(logdir, name), "rb") as f:
+            blobs += f.read()
+    assert all(f"after-{i}".encode() in blobs for i in range(20))

@@ -17,10 +17,12 @@ import pgraft
 from pgraft import client as client_mod
 from pgraft.client import Target, parse_target
 from pgraft.errors import (
+    CommitTimeout,
     ConnectionFailed,
     InvalidArgument,
     NodeExists,
     NotLeaderError,
+    OutcomeUnknown,
     PayloadTooLarge,
     PgraftError,
     ProtocolError,
@@ -271,6 +273,7 @@ def test_call_timeout_when_node_is_silent(fake: FakeNode) -> None:
         await asyncio.sleep(3600)
 
     fake.handlers["kv_get"] = never
+    fake.handlers["append"] = never
 
     async def main() -> None:
         async with await pgraft.connect(fake.address) as c:
@@ -279,7 +282,14 @@ def test_call_timeout_when_node_is_silent(fake: FakeNode) -> None:
                 await c.kv_get("k", timeout=0.2)
             elapsed = time.monotonic() - start
             assert 0.2 <= elapsed < 1.5
-            assert "unknown" in info.value.message and info.value.hint
+            # a read changes nothing: its timeout is a plain Timeout, not an unknown outcome
+            assert not isinstance(info.value, OutcomeUnknown) and info.value.hint
+            assert info.value.sqlstate == "57014"
+            # a write that got no answer may still commit: CommitTimeout (OutcomeUnknown)
+            with pytest.raises(CommitTimeout) as winfo:
+                await c.append(b"x", timeout=0.2)
+            assert "unknown" in winfo.value.message and winfo.value.sqlstate == "40003"
+            assert isinstance(winfo.value, OutcomeUnknown | Timeout)
             assert c.in_flight == 0
             # The connection is still good; a late answer would be ignored.
             assert await c.get_term() == 3
@@ -318,7 +328,8 @@ def test_server_closing_mid_call_fails_all_in_flight(fake: FakeNode) -> None:
         calls = [asyncio.ensure_future(c.kv_get(f"k{i}")) for i in range(10)]
         while started < 10:
             await asyncio.sleep(0.01)
-        with pytest.raises(ConnectionFailed, match="closed by the node"):
+        # a write in flight when the connection is lost: its outcome is unknown
+        with pytest.raises(OutcomeUnknown, match="closed by the node"):
             await c.remove_node(3)
         results = await asyncio.gather(*calls, return_exceptions=True)
         assert all(isinstance(r, ConnectionFailed) for r in results)
@@ -482,7 +493,7 @@ def test_closed_client_and_close_with_calls_in_flight(fake: FakeNode) -> None:
         pending = asyncio.ensure_future(c.append(b"x"))
         await asyncio.sleep(0.05)
         await c.close()
-        with pytest.raises(ConnectionFailed, match="client closed"):
+        with pytest.raises(OutcomeUnknown, match="client closed"):  # the write was sent
             await pending
         with pytest.raises(ConnectionFailed):
             await c.get_term()

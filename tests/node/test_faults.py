@@ -145,7 +145,8 @@ def test_garbage_and_half_frames_are_dropped(tmpdir_short: str) -> None:
                 s.close()
                 # 3. a peer hello, then half a RAFT frame, then close
                 s = _raw_connect(port)
-                s.sendall(core.encode_control({"hello": "peer", "node_id": 99, "version": 1}))
+                s.sendall(core.encode_control({"hello": "peer", "node_id": 99, "version": 1,
+                                                 "incarnation": "ab" * 8}))
                 reply = _read_frame(s)
                 assert isinstance(reply, dict) and reply["hello"] == "ok"
                 frame = core.encode_message(core.Message(core.MSG_HEARTBEAT, 99,
@@ -154,7 +155,8 @@ def test_garbage_and_half_frames_are_dropped(tmpdir_short: str) -> None:
                 s.close()
                 # 4. a peer hello, then a RAFT frame with a corrupt header
                 s = _raw_connect(port)
-                s.sendall(core.encode_control({"hello": "peer", "node_id": 98, "version": 1}))
+                s.sendall(core.encode_control({"hello": "peer", "node_id": 98, "version": 1,
+                                                 "incarnation": "cd" * 8}))
                 _read_frame(s)
                 bad = bytearray(frame)
                 bad[5] = 200  # unknown message type
