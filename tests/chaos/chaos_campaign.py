@@ -383,17 +383,21 @@ class Campaign:
                     return
                 self.down.add(target)
                 if kind == "lose-unsynced":
-                    # Crash at a moment when there is unsynced data: freeze the node at random
-                    # instants until its log has dirty pages (bounded), then kill it frozen.
+                    # Crash at a moment when the power-loss model would drop entries: freeze
+                    # the node at random instants until its log has unsynced records (a dry
+                    # run of the model; bounded), then kill it frozen.
                     caught = 0
-                    for attempt in range(1, 101):
+                    data_dir = c.nodes[target].data_dir
+                    for attempt in range(1, 201):
                         c.pause(target)
-                        if await asyncio.to_thread(log_has_unsynced, c.nodes[target].data_dir):
-                            caught = attempt
-                            break
+                        if await asyncio.to_thread(log_has_unsynced, data_dir):
+                            dry = await asyncio.to_thread(lose_unsynced, data_dir, apply=False)
+                            if dry.entries_lost:
+                                caught = attempt
+                                break
                         c.resume(target)
                         await asyncio.sleep(rng.uniform(0.002, 0.02))
-                    self.faults["lose-unsynced:frozen-with-unsynced-data"] += bool(caught)
+                    self.faults["lose-unsynced:frozen-with-unsynced-entries"] += bool(caught)
                 await asyncio.to_thread(c.kill, target)
                 detail = ""
                 if kind == "lose-unsynced":

@@ -244,8 +244,10 @@ def _zero(fd: int, start: int, end: int) -> int:
     return n
 
 
-def lose_unsynced(data_dir: str) -> LossReport:
-    """Apply the power-loss model above to a dead node's data directory (then fsync it)."""
+def lose_unsynced(data_dir: str, *, apply: bool = True) -> LossReport:
+    """Apply the power-loss model above to a dead node's data directory (then fsync it).
+    With ``apply=False`` nothing is changed: the report says what applying it would lose
+    (the node may be frozen rather than dead)."""
     report = LossReport()
     log_dir = os.path.join(data_dir, "log")
     segs = sorted(n for n in os.listdir(log_dir) if n.endswith(".seg"))
@@ -272,11 +274,12 @@ def lose_unsynced(data_dir: str) -> LossReport:
         on_disk = disk_page(path, page)
         if on_disk is not None:
             # Exact: page D as the disk holds it, nothing after it.
-            fd = os.open(path, os.O_WRONLY)
-            try:
-                os.pwrite(fd, on_disk, page * PAGE)
-            finally:
-                os.close(fd)
+            if apply:
+                fd = os.open(path, os.O_WRONLY)
+                try:
+                    os.pwrite(fd, on_disk, page * PAGE)
+                finally:
+                    os.close(fd)
             report.exact = True
             changed = sum(1 for a, b in zip(on_disk, data[page * PAGE:(page + 1) * PAGE],
                                             strict=False) if a != b)
@@ -306,6 +309,9 @@ def lose_unsynced(data_dir: str) -> LossReport:
             kept = [r for r in recs if r[1] <= start]
             if kept:
                 report.last_index_after = kept[-1][2]
+            if not apply:
+                report.bytes_zeroed += max(0, data_end - start)
+                continue
             fd = os.open(path, os.O_WRONLY)
             try:
                 if data_end > start:
@@ -314,7 +320,7 @@ def lose_unsynced(data_dir: str) -> LossReport:
             finally:
                 os.close(fd)
     hs_path = os.path.join(data_dir, "hardstate")
-    if os.path.exists(hs_path) and unsynced_pages(hs_path):
+    if apply and os.path.exists(hs_path) and unsynced_pages(hs_path):
         fd = os.open(hs_path, os.O_RDWR)
         try:
             slots = []

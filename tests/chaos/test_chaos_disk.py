@@ -30,6 +30,15 @@ def _child(data_dir: str, synced: int, unsynced: int, size: int, hs_unsynced: bo
     os._exit(0)
 
 
+def _contents(d: str) -> dict[str, bytes]:
+    out = {}
+    for root, _dirs, files in os.walk(d):
+        for name in files:
+            with open(os.path.join(root, name), "rb") as f:
+                out[os.path.join(root, name)] = f.read()
+    return out
+
+
 def _run(tmp_path, synced: int, unsynced: int, size: int, hs_unsynced: bool = False):
     d = str(tmp_path)
     pid = os.fork()
@@ -40,7 +49,13 @@ def _run(tmp_path, synced: int, unsynced: int, size: int, hs_unsynced: bool = Fa
             os._exit(1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+    before = _contents(d)
+    dry = lose_unsynced(d, apply=False)  # the nemesis's look before it kills
+    assert _contents(d) == before, "a dry run changed the data directory"
     report = lose_unsynced(d)
+    # (the kernel writes dirty pages back only after ~30 s: nothing changed in between)
+    assert (dry.entries_lost, dry.last_index_after) == (report.entries_lost,
+                                                        report.last_index_after)
     lg = log.Log(os.path.join(d, "log"), segment_size=1 << 20)
     try:
         last = lg.last_index
