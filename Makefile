@@ -46,7 +46,7 @@ lint: setup
 clean:
 	rm -rf build dist *.egg-info pgraft/*.so pgraft/_core.c pgraft/_log.c
 
-# ---- PostgreSQL side (issue 5) ------------------------------------------------------------
+# ---- PostgreSQL side ------------------------------------------------------------
 #   make system-deps  PostgreSQL 15, plpython3, server headers, python3-venv, a C toolchain
 #                     (apt-get, quiet; as root only -- otherwise it says what to run)
 #   make pg-install   `pgraft postgres install`: the extension + /opt/pgraft/venv (a no-op
@@ -69,7 +69,7 @@ test: system-deps pg-install
 demo: setup system-deps pg-install
 	$(PY) -m pgraft.pg_demo
 
-# ---- chaos (issue 8) ------------------------------------------------------------------------
+# ---- chaos ------------------------------------------------------------------------
 #   make chaos   a long Jepsen-style campaign: real nodes, kill -9 / pauses / partitions (network
 #                namespaces, as root) / lost unsynced writes / membership changes, checked for
 #                linearizability and log/KV/membership convergence. DURATION seconds (default
@@ -80,7 +80,7 @@ SEED     ?= 0
 chaos: setup
 	CHAOS_DURATION=$(DURATION) CHAOS_SEED=$(SEED) $(PY) tests/chaos/chaos_campaign.py
 
-# ---- side by side: pgraft, etcd, PySyncObj (issue 7) -----------------------------------------
+# ---- side by side: pgraft, etcd, PySyncObj -----------------------------------------
 #   make bench-compare   3-node clusters of each on loopback, one system at a time (< 10 min);
 #                        installs etcd-server (apt, as root) and pysyncobj/grpcio/matplotlib
 #                        (pip) when missing -> benchmarks/results/compare.{json,md,*.png}
@@ -92,7 +92,7 @@ BENCH_COMPARE_ARGS ?=
 bench-compare: setup
 	$(PY) benchmarks/compare.py $(BENCH_COMPARE_ARGS)
 
-# ---- security fuzzing (issue 9) -------------------------------------------------------------
+# ---- security fuzzing -------------------------------------------------------------
 #   make fuzz   the hypothesis fuzz targets of tests/security/test_fuzz.py with many more
 #               examples (FUZZ_EXAMPLES per target, default 20000) and random seeds; the same
 #               targets run bounded (a few seconds) in `make test`
