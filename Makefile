@@ -60,14 +60,14 @@ system-deps:
 	scripts/install-system-deps.sh
 
 pg-install: setup system-deps
-	$(PY) -m pgraft.pg_install --pg-config $(PG_CONFIG) --prefix $(PGRAFT_PREFIX)
+	$(PY) -m pgraft.pg.install --pg-config $(PG_CONFIG) --prefix $(PGRAFT_PREFIX)
 
 # The venv needs python3-venv, and the PostgreSQL tests need the servers and the install.
 $(VENV)/.stamp-deps: | system-deps
 test: system-deps pg-install
 
 demo: setup system-deps pg-install
-	$(PY) -m pgraft.pg_demo
+	$(PY) -m pgraft.pg.demo
 
 # ---- chaos ------------------------------------------------------------------------
 #   make chaos   a long Jepsen-style campaign: real nodes, kill -9 / pauses / partitions (network

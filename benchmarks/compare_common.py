@@ -27,7 +27,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from pgraft.demo import _die_with_parent, free_port  # noqa: E402
+from pgraft.localcluster import _die_with_parent, free_port  # noqa: E402
 
 __all__ = ["PAYLOAD", "Processes", "closed_loop", "cpu_times", "free_port", "log",
            "log_tail", "machine_busy", "summary", "wait_for"]

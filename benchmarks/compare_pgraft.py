@@ -19,7 +19,7 @@ import cluster as cluster_bench
 from compare_common import PAYLOAD, closed_loop, log, summary
 
 import pgraft
-from pgraft.demo import LocalCluster
+from pgraft.localcluster import LocalCluster
 from pgraft.errors import MembershipChangeInProgress
 
 

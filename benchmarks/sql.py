@@ -31,7 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pgraft.pg_demo import agreed_leader, new_cluster, wait_for  # noqa: E402
+from pgraft.pg.demo import agreed_leader, new_cluster, wait_for  # noqa: E402
 
 
 def quantiles(samples: list[float]) -> dict[str, float]:

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from pgraft.demo import LocalCluster, free_port, wait_until
+from pgraft.localcluster import LocalCluster, free_port, wait_until
 from pgraft.errors import PgraftError
 
 __all__ = ["ELECTION_TIMEOUT_MS", "HEARTBEAT_MS", "Cluster", "cluster_factory_fixture",

@@ -20,7 +20,7 @@ from cluster_harness import (  # noqa: F401  (fixtures)
     wait_until,
 )
 
-from pgraft.demo import free_port
+from pgraft.localcluster import free_port
 
 pytestmark = [pytest.mark.cluster, requires_node]
 

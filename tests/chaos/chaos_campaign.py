@@ -52,7 +52,7 @@ from chaos_disk import cachestat_available, log_has_unsynced, lose_unsynced  # n
 from chaos_net import NODE_PORT, NetNamespaces, netns_available  # noqa: E402
 
 import pgraft  # noqa: E402
-from pgraft.demo import LocalCluster, NodeProcess  # noqa: E402
+from pgraft.localcluster import LocalCluster, NodeProcess  # noqa: E402
 from pgraft.errors import (  # noqa: E402
     ConnectionFailed,
     InvalidArgument,

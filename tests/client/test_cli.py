@@ -181,12 +181,12 @@ def test_postgres_install_delegates_or_explains(capsys: Any, monkeypatch: Any) -
     import types
 
     seen: list[list[str]] = []
-    fake_installer = types.ModuleType("pgraft.pg_install")
+    fake_installer = types.ModuleType("pgraft.pg.install")
     fake_installer.main = lambda argv: seen.append(argv) or 0  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "pgraft.pg_install", fake_installer)
+    monkeypatch.setitem(sys.modules, "pgraft.pg.install", fake_installer)
     code, _, _ = pgraft_cli(capsys, "postgres", "install", "--pg-config", "/x/pg_config")
     assert code == 0 and seen == [["--pg-config", "/x/pg_config"]]
-    monkeypatch.setitem(sys.modules, "pgraft.pg_install", None)
+    monkeypatch.setitem(sys.modules, "pgraft.pg.install", None)
     code, out, err = pgraft_cli(capsys, "postgres", "install")
     assert code == 1
     assert err.startswith("error: the PostgreSQL installer") or "pg_install" in err

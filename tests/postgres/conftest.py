@@ -32,7 +32,7 @@ def pgraft_installed() -> str:
     if shutil.which("runuser") is None or os.geteuid() != 0:
         pytest.fail("the PostgreSQL tests run as root (they install into "
                     f"{PREFIX} and start servers as the postgres OS user)")
-    from pgraft import pg_install
+    from pgraft.pg import install as pg_install
 
     rc = pg_install.main(["--pg-config", PG_CONFIG, "--prefix", PREFIX,
                           "--source", str(SOURCE_ROOT)])

@@ -1,4 +1,4 @@
-"""`make demo` on PostgreSQL: pgraft.pg_demo runs the seed and cleans up after itself."""
+"""`make demo` on PostgreSQL: pgraft.pg.demo runs the seed and cleans up after itself."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 import pytest
 from pg_harness import processes_under
 
-from pgraft import pg_demo
+from pgraft.pg import demo as pg_demo
 
 
 def test_pg_demo_runs_the_seed_and_cleans_up(pgraft_installed: str,

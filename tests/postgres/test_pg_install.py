@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from pg_harness import PG_CONFIG, SOURCE_ROOT
 
-from pgraft import pg_install
+from pgraft.pg import install as pg_install
 
 
 def test_layout_is_readable_by_postgres(pgraft_installed: str) -> None:

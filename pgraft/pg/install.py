@@ -81,7 +81,7 @@ def _run(cmd: Sequence[str], *, cwd: str | Path | None = None, what: str,
 # ------------------------------------------------------------------------- discovery
 def find_source_tree(explicit: str | None) -> Path:
     """The pgraft source tree: --source, or the checkout this module was imported from."""
-    candidates = [Path(explicit)] if explicit else [Path(__file__).resolve().parent.parent]
+    candidates = [Path(explicit)] if explicit else [Path(__file__).resolve().parents[2]]
     for root in candidates:
         if (root / "setup.py").is_file() and (root / "postgres" / "pgraft.c").is_file():
             return root.resolve()

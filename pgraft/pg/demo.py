@@ -195,7 +195,7 @@ def ensure_installed(root: Path | None) -> None:
             raise DemoError("the system packages are missing (see above)")
     if not os.access(PG_CONFIG, os.X_OK):
         raise DemoError(f"{PG_CONFIG} is missing; run `make system-deps` as root")
-    from . import pg_install
+    from . import install as pg_install
 
     args = ["--pg-config", PG_CONFIG, "--prefix", PREFIX]
     if root is not None:
@@ -286,7 +286,7 @@ def run_demo() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m pgraft.pg_demo",
+        prog="python -m pgraft.pg.demo",
         description="The seed walkthrough on 4 real PostgreSQL 15 servers.")
     parser.add_argument("--no-install", action="store_true",
                         help="do not run system-deps / pgraft postgres install first")
@@ -295,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("pgraft demo: run as root (it installs packages if needed and runs PostgreSQL "
               "as the postgres OS user): sudo make demo", file=sys.stderr)
         return 1
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     source = root if (root / "postgres" / "pgraft.c").is_file() else None
 
     def interrupted(signum: int, frame: object) -> None:
