@@ -1,17 +1,14 @@
-"""`pgraft serve` as real processes (tests/cluster_harness.py): clean exit on SIGTERM, refusal
+"""`pgraft serve` as real processes (tests/support/cluster.py): clean exit on SIGTERM, refusal
 of a locked or foreign data directory, the ignored --initial-cluster after bootstrap, and the
 log lines an operator relies on."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Callable
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
-
-from cluster_harness import (  # noqa: E402
+from tests.support.cluster import (
     Cluster,
     cluster_factory_fixture,  # noqa: F401
     cluster_fixture,  # noqa: F401

@@ -9,13 +9,6 @@ import subprocess
 import sys
 
 import pytest
-from cluster_harness import (  # noqa: F401  (fixtures)
-    Cluster,
-    cluster_factory_fixture,
-    cluster_fixture,
-    requires_node,
-    wait_until,
-)
 
 import pgraft
 from pgraft.errors import (
@@ -25,6 +18,13 @@ from pgraft.errors import (
     Timeout,
     Unavailable,
     UnknownNode,
+)
+from tests.support.cluster import (  # noqa: F401  (fixtures)
+    Cluster,
+    cluster_factory_fixture,
+    cluster_fixture,
+    requires_node,
+    wait_until,
 )
 
 pytestmark = [pytest.mark.cluster, requires_node]
@@ -227,7 +227,7 @@ def test_cli_against_real_nodes(cluster: Cluster) -> None:
 
 
 def test_pgraft_demo_end_to_end() -> None:
-    from cluster_harness import node_available
+    from tests.support.cluster import node_available
 
     if not node_available():
         pytest.skip("the node runtime (pgraft.node) is not available")
@@ -260,7 +260,7 @@ def _processes_mentioning(text: str) -> list[int]:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_pgraft_demo_cleans_up_on_ctrl_c() -> None:
-    from cluster_harness import node_available
+    from tests.support.cluster import node_available
 
     if not node_available():
         pytest.skip("the node runtime (pgraft.node) is not available")

@@ -9,7 +9,7 @@ process they started (by pid) and print the nodes' logs when the test failed.
 
 Use it from a test module in ``tests/``::
 
-    from cluster_harness import cluster_factory_fixture, cluster_fixture  # noqa: F401
+    from tests.support.cluster import cluster_factory_fixture, cluster_fixture  # noqa: F401
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from pgraft.localcluster import LocalCluster, free_port, wait_until
 from pgraft.errors import PgraftError
+from pgraft.localcluster import LocalCluster, free_port, wait_until
 
 __all__ = ["ELECTION_TIMEOUT_MS", "HEARTBEAT_MS", "Cluster", "cluster_factory_fixture",
            "cluster_fixture", "free_port", "node_available", "requires_node", "wait_until"]

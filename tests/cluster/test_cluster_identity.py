@@ -11,7 +11,9 @@ import sys
 import time
 
 import pytest
-from cluster_harness import (  # noqa: F401  (fixtures)
+
+from pgraft.localcluster import free_port
+from tests.support.cluster import (  # noqa: F401  (fixtures)
     ELECTION_TIMEOUT_MS,
     Cluster,
     cluster_factory_fixture,
@@ -19,8 +21,6 @@ from cluster_harness import (  # noqa: F401  (fixtures)
     requires_node,
     wait_until,
 )
-
-from pgraft.localcluster import free_port
 
 pytestmark = [pytest.mark.cluster, requires_node]
 

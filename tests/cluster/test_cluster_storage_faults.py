@@ -19,16 +19,16 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from cluster_harness import (  # noqa: F401  (fixtures)
+
+from pgraft.errors import NotLeaderError, PgraftError, StorageFull
+from pgraft.storage import FAILED_MARKER as STORAGE_FAILED_FILE
+from tests.support.cluster import (  # noqa: F401  (fixtures)
     Cluster,
     cluster_factory_fixture,
     cluster_fixture,
     requires_node,
     wait_until,
 )
-
-from pgraft.errors import NotLeaderError, PgraftError, StorageFull
-from pgraft.storage import FAILED_MARKER as STORAGE_FAILED_FILE
 
 pytestmark = [pytest.mark.cluster, requires_node]
 

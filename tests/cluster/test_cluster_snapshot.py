@@ -19,11 +19,10 @@ import os
 import threading
 import time
 
-from cluster_harness import cluster_factory_fixture, wait_until  # noqa: F401
-
 import pgraft
 from pgraft.errors import PgraftError
 from pgraft.snapshot import SNAP_DIR
+from tests.support.cluster import cluster_factory_fixture, wait_until  # noqa: F401
 
 
 def _disk_bytes(path: str) -> int:

@@ -8,17 +8,17 @@ import threading
 import time
 
 import pytest
-from cluster_harness import (  # noqa: F401  (fixtures)
+
+import pgraft
+from pgraft._impl import core
+from pgraft.errors import PgraftError
+from tests.support.cluster import (  # noqa: F401  (fixtures)
     Cluster,
     cluster_factory_fixture,
     cluster_fixture,
     requires_node,
     wait_until,
 )
-
-import pgraft
-from pgraft._impl import core
-from pgraft.errors import PgraftError
 
 pytestmark = [pytest.mark.cluster, requires_node]
 
