@@ -1,6 +1,8 @@
 # pgraft — every target installs what it needs first, so each works on a fresh machine.
 #   make setup   install Python deps into .venv and build the Cython extensions
 #   make test    setup + the whole test suite (both the compiled and the pure-Python twins)
+#   make check   the everyday loop: unit, core, client, node and cluster tests; no root, no apt,
+#                no PostgreSQL (tests that need root skip themselves)
 #   make bench   micro benchmarks (compiled vs pure) -> benchmarks/results/
 #   make lint    ruff (+ mypy)
 #   make demo    the seed's walkthrough in SQL on local PostgreSQL 15 servers (installs first)
@@ -12,7 +14,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup build test bench bench-cluster lint clean demo demo-local
+.PHONY: setup build test check bench bench-cluster lint clean demo demo-local
 
 setup: $(VENV)/.stamp-deps build
 
@@ -28,6 +30,12 @@ build: $(VENV)/.stamp-deps
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# `make check` never calls apt: SKIP_SYSTEM_DEPS turns the system-deps step into a no-op.
+check:
+	$(MAKE) SKIP_SYSTEM_DEPS=1 setup
+	$(PY) -m pytest -q --ignore=tests/postgres --ignore=tests/bench \
+	    --deselect tests/chaos/test_chaos_campaign.py::test_short_chaos_campaign $(PYTEST_ARGS)
 
 bench: setup
 	$(PY) benchmarks/micro.py --json benchmarks/results/micro.json --markdown benchmarks/results/micro.md
@@ -57,7 +65,8 @@ PGRAFT_PREFIX ?= /opt/pgraft
 .PHONY: system-deps pg-install
 
 system-deps:
-	scripts/install-system-deps.sh
+	@if [ -n "$(SKIP_SYSTEM_DEPS)" ]; then echo "system-deps: skipped (make check)"; \
+	else scripts/install-system-deps.sh; fi
 
 pg-install: setup system-deps
 	$(PY) -m pgraft.pg.install --pg-config $(PG_CONFIG) --prefix $(PGRAFT_PREFIX)
