@@ -27,7 +27,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from pgraft.localcluster import _die_with_parent, free_port  # noqa: E402
+from pgraft.errors import Timeout  # noqa: E402
+from pgraft.localcluster import _die_with_parent, free_port, wait_until  # noqa: E402
 
 __all__ = ["PAYLOAD", "Processes", "closed_loop", "cpu_times", "free_port", "log",
            "log_tail", "machine_busy", "summary", "wait_for"]
@@ -128,19 +129,10 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float,
              interval: float = 0.05) -> Any:
     """Call ``check`` until it returns something truthy; raise TimeoutError naming ``what``
     (and the last exception ``check`` raised) after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    last: BaseException | None = None
-    while True:
-        try:
-            result = check()
-            if result:
-                return result
-        except Exception as exc:  # the system is still starting: keep asking
-            last = exc
-        if time.monotonic() >= deadline:
-            detail = f" (last error: {type(last).__name__}: {last})" if last else ""
-            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}{detail}")
-        time.sleep(interval)
+    try:
+        return wait_until(what, check, timeout, interval, retry_on=(Exception,), truthy=True)
+    except Timeout as exc:
+        raise TimeoutError(exc.message) from None
 
 
 class Processes:

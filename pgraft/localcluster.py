@@ -44,20 +44,24 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def wait_until(what: str, check: Callable[[], _T | None], timeout: float,
-               interval: float = 0.05) -> _T:
-    """Call ``check`` until it returns something other than None/False; raise Timeout naming
-    ``what`` (and the last error ``check`` raised) after ``timeout`` seconds."""
+               interval: float = 0.05, *,
+               retry_on: tuple[type[BaseException], ...] = (PgraftError,),
+               truthy: bool = False) -> _T:
+    """Call ``check`` until it returns something other than None/False (with ``truthy``: a
+    true value); raise Timeout naming ``what`` (and the last error ``check`` raised) after
+    ``timeout`` seconds. Errors of the ``retry_on`` classes count as "not yet". The one wait
+    loop of the tests, the demos and the benchmarks."""
     deadline = time.monotonic() + timeout
     last_error: BaseException | None = None
     while True:
         try:
             result = check()
-            if result is not None and result is not False:
-                return result
-        except PgraftError as exc:
+            if (result if truthy else result is not None and result is not False):
+                return result  # type: ignore[return-value]
+        except retry_on as exc:
             last_error = exc
         if time.monotonic() >= deadline:
-            detail = f" (last error: {last_error})" if last_error else ""
+            detail = f" (last error: {last_error!r})" if last_error else ""
             raise Timeout(f"timed out after {timeout:g}s waiting for {what}{detail}")
         time.sleep(interval)
 

@@ -29,6 +29,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ..errors import Timeout
+from ..localcluster import free_port, wait_until
+
 PG_CONFIG = "/usr/lib/postgresql/15/bin/pg_config"
 PREFIX = "/opt/pgraft"
 PG_OS_USER = "postgres"
@@ -46,18 +49,10 @@ def say(text: str = "") -> None:
 
 
 def wait_for(check: Callable[[], _T], timeout: float, what: str) -> _T:
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = check()
-            if value:
-                return value
-        except Exception as exc:  # noqa: BLE001 - retried until the deadline
-            last = exc
-        time.sleep(0.1)
-    raise DemoError(f"timed out after {timeout:.0f}s waiting for {what}"
-                    + (f" (last error: {last})" if last else ""))
+    try:
+        return wait_until(what, check, timeout, 0.1, retry_on=(Exception,), truthy=True)
+    except Timeout as exc:
+        raise DemoError(exc.message) from None
 
 
 def ports_free(ports: Sequence[int]) -> bool:
@@ -73,16 +68,7 @@ def ports_free(ports: Sequence[int]) -> bool:
 def pick_ports() -> list[int]:
     if ports_free(SEED_PORTS):
         return list(SEED_PORTS)
-    socks = []
-    try:
-        for _ in SEED_PORTS:
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+    return [free_port() for _ in SEED_PORTS]
 
 
 def psql_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

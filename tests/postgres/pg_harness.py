@@ -14,15 +14,15 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
+
+from pgraft.localcluster import free_port, wait_until
 
 PG_OS_USER = "postgres"
 PG_CONFIG = os.environ.get("PGRAFT_PG_CONFIG", "/usr/lib/postgresql/15/bin/pg_config")
@@ -39,38 +39,14 @@ _T = TypeVar("_T")
 
 def wait_for(check: Callable[[], _T], *, timeout: float, what: str,
              interval: float = 0.1) -> _T:
-    """Call ``check`` until it returns a truthy value (returned) or ``timeout`` passes.
-
-    Exceptions from ``check`` count as "not yet"; the last one is reported on timeout.
-    """
-    deadline = time.monotonic() + timeout
-    last: BaseException | None = None
-    while True:
-        try:
-            value = check()
-            if value:
-                return value
-        except Exception as exc:  # noqa: BLE001 - retried, reported on timeout
-            last = exc
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}"
-                                 + (f" (last error: {last!r})" if last else ""))
-        time.sleep(interval)
+    """Call ``check`` until it returns a truthy value (returned) or ``timeout`` passes;
+    exceptions from ``check`` count as "not yet" (pgraft.localcluster.wait_until)."""
+    return wait_until(what, check, timeout, interval, retry_on=(Exception,), truthy=True)
 
 
 def free_ports(n: int) -> list[int]:
     """``n`` distinct TCP ports that are free on 127.0.0.1 right now."""
-    socks, ports = [], []
-    try:
-        while len(ports) < n:
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-            ports.append(s.getsockname()[1])
-    finally:
-        for s in socks:
-            s.close()
-    return ports
+    return [free_port() for _ in range(n)]
 
 
 def pg_bindir() -> Path:
