@@ -1,11 +1,12 @@
-"""The Raft core of pgraft: a deterministic, sans-I/O state machine (DESIGN rule 1).
+"""The Raft core of pgraft: a deterministic, sans-I/O state machine (docs/design.md rule 1).
 
-The runtime drives a :class:`RawNode` with ticks, messages and client calls and carries out
-the :class:`Ready` it produces (see :class:`Ready` for the persistence contract and
-:mod:`pgraft.raft.membership` for when a configuration takes effect).
+The runtime drives a :class:`RawNode` (rawnode.py: the Ready bookkeeping) with ticks, messages
+and client calls and carries out the :class:`Ready` it produces (see :class:`Ready` for the
+persistence contract and :mod:`pgraft.raft.membership` for when a configuration takes effect);
+:class:`Raft` (core.py) is the state machine behind it, where every decision is made.
 """
 
-from .core import CAMPAIGN_TRANSFER, Config, RawNode
+from .core import CAMPAIGN_TRANSFER, Config, Raft
 from .log import RaftLog
 from .membership import (
     ADD_LEARNER,
@@ -20,6 +21,7 @@ from .membership import (
     encode_conf_change,
 )
 from .progress import Progress
+from .rawnode import RawNode
 from .storage import Compacted, MemoryStorage, Storage
 from .types import (
     CANDIDATE,
@@ -42,6 +44,6 @@ __all__ = [
     "ADD_LEARNER", "CAMPAIGN_TRANSFER", "CANDIDATE", "FOLLOWER", "LEADER", "LEARNER",
     "PRE_CANDIDATE", "PROBE", "PROMOTE", "REMOVE", "REPLICATE", "SNAPSHOT", "VOTER",
     "Compacted", "ConfChange", "Config", "HardState", "Member", "Membership", "MemoryStorage",
-    "Progress", "RaftLog", "RawNode", "ReadState", "Ready", "SnapshotMeta", "SoftState",
+    "Progress", "Raft", "RaftLog", "RawNode", "ReadState", "Ready", "SnapshotMeta", "SoftState",
     "Status", "ProgressStatus", "Storage", "decode_conf_change", "encode_conf_change",
 ]

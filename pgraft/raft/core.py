@@ -1,11 +1,12 @@
-"""The Raft state machine: every Raft decision of pgraft, with no I/O (DESIGN rule 1).
+"""The Raft state machine: every Raft decision of pgraft, with no I/O (docs/design.md rule 1).
 
-:class:`RawNode` is driven like etcd-io/raft's RawNode: the runtime calls :meth:`RawNode.tick`
-on a timer, :meth:`RawNode.step` for every message from a peer, the ``propose*`` /
-``read_index`` / ``transfer_leadership`` methods for clients, and then takes a
-:class:`~pgraft.raft.types.Ready` with :meth:`RawNode.ready`, persists, sends, applies it and
-reports back with :meth:`RawNode.advance`. Time is ticks, randomness comes from
-``Config.rand``; a run is a pure function of its inputs.
+:class:`Raft` is etcd-io/raft's ``raft`` (raft.go): roles, terms, votes, the log, replication
+progress, commit, membership, ReadIndex rounds, leadership transfer. It collects what the
+runtime must do in its outbox (``msgs``, ``msgs_after``, ``read_states``) and in its log
+(unstable entries, the snapshot to install, the commit index); :class:`pgraft.raft.RawNode`
+(rawnode.py, etcd's rawnode.go) turns that into a :class:`~pgraft.raft.types.Ready` and reports
+back with :meth:`Raft.advance`. The runtime drives a RawNode, never a Raft. Time is ticks,
+randomness comes from ``Config.rand``; a run is a pure function of its inputs.
 
 Implemented: elections with randomized timeouts, Pre-Vote, Check-Quorum and leader stickiness
 (a node that heard from a live leader within the minimum election timeout ignores vote
@@ -42,7 +43,6 @@ from .membership import (
     VOTER,
     ConfChange,
     Membership,
-    encode_bootstrap,
     encode_conf_change,
     validate_address,
     validate_node_id,
@@ -58,12 +58,10 @@ from .types import (
     PROBE,
     REPLICATE,
     SNAPSHOT,
-    HardState,
     ProgressStatus,
     ReadState,
     Ready,
     SnapshotMeta,
-    SoftState,
     Status,
 )
 
@@ -140,8 +138,9 @@ class Config:
             raise InvalidArgument("promote_within and promote_ticks must be >= 0")
 
 
-class RawNode:
-    """One Raft node (see the module docstring and :class:`~pgraft.raft.types.Ready`)."""
+class Raft:
+    """The state machine of one Raft node (see the module docstring). Driven through
+    :class:`pgraft.raft.RawNode`, which owns the Ready bookkeeping."""
 
     # ------------------------------------------------------------ creation
     def __init__(self, cfg: Config, storage: Storage) -> None:
@@ -174,32 +173,9 @@ class RawNode:
         self.randomized_timeout = cfg.election_ticks
         self.transferee = 0
         self.readonly = ReadOnly(cfg.max_pending_reads)
-        self._prev_hs = HardState(hs.term, hs.vote, self.log.committed)
-        self._prev_ss = SoftState(0, FOLLOWER)
-        self._outstanding = False
         self._flushed_commit = 0
         self._bcast_pending = False
         self._reset_randomized_timeout()
-
-    @staticmethod
-    def bootstrap(storage: Storage, members: dict[int, tuple[str, int]]) -> None:
-        """Write the first configuration of a brand-new cluster: one committed conf-change entry
-        at index 1 (term 1) listing the voters. Every initial member writes the same entry."""
-        if storage.last_index() != 0 or storage.hard_state() != HardState():
-            raise InvalidArgument("cannot bootstrap: the storage already holds a log",
-                                  hint="bootstrap only a brand-new node")
-        if not members:
-            raise InvalidArgument("cannot bootstrap a cluster with no members")
-        seen: set[tuple[str, int]] = set()
-        for node_id, (address, port) in members.items():
-            validate_node_id(node_id)
-            validate_address(address, port)
-            if (address, port) in seen:
-                raise InvalidArgument(f"{address}:{port} is given for two nodes")
-            seen.add((address, port))
-        e = Entry(1, 1, ENTRY_CONF_CHANGE, encode_bootstrap(members))
-        storage.append([e])
-        storage.set_hard_state(HardState(term=1, vote=0, commit=1))
 
     # --------------------------------------------------------- membership
     @property
@@ -738,7 +714,7 @@ class RawNode:
             return
         pr.recent_active = True
         pr.quiet_ticks = 0
-        self._bcast_pending = True  # the follower may be ready for more (checked in _flush)
+        self._bcast_pending = True  # the follower may be ready for more (checked in flush)
         if m.reject:
             hint = m.reject_hint
             if m.log_term > 0:
@@ -819,9 +795,10 @@ class RawNode:
         pr.become_snapshot(meta.index)
         return True
 
-    def _flush(self) -> None:
-        """Leader: send what each follower is missing (new entries, or the commit index), and
-        the heartbeat round that reads registered since the last one wait for."""
+    def flush(self) -> None:
+        """Leader, called by RawNode before it looks for a Ready: queue what each follower is
+        missing (new entries, or the commit index), and the heartbeat round that reads
+        registered since the last one wait for."""
         if self.readonly.round_due():
             self._bcast_heartbeat()
         committed = self.log.committed
@@ -860,7 +837,7 @@ class RawNode:
             # the same context is pending: answering either with the other's round could be
             # stale, and dropping it would leave the caller waiting for its timeout
             self._respond_read(ReadRequest(0, origin, context), refused=True)
-        # the round it waits for goes out with the next Ready (_flush): one for many reads
+        # the round it waits for goes out with the next Ready (flush): one for many reads
 
     def _respond_read(self, req: ReadRequest, refused: bool) -> None:
         if req.origin == self.id:
@@ -872,64 +849,10 @@ class RawNode:
                                      reject=refused))
 
     # ------------------------------------------------------ Ready/advance
-    def has_ready(self) -> bool:
-        if self.role == LEADER:
-            self._flush()
-        log = self.log
-        return bool(self.msgs or self.msgs_after or self.read_states
-                    or log.has_unhanded() or log.has_next_committed()
-                    or self._prev_ss.leader_id != self.leader_id
-                    or self._prev_ss.role != self.role
-                    or self._prev_hs.term != self.term or self._prev_hs.vote != self.vote
-                    or self._prev_hs.commit != log.committed)
-
-    def ready(self) -> Ready:
-        if self._outstanding:
-            raise RuntimeError("advance() the previous Ready before asking for the next")
-        if self.role == LEADER:
-            self._flush()
-        log = self.log
-        rd = Ready()
-        ss = self._prev_ss
-        if ss.leader_id != self.leader_id or ss.role != self.role:
-            rd.soft_state = SoftState(self.leader_id, self.role)
-        hs = self._prev_hs
-        if hs.term != self.term or hs.vote != self.vote or hs.commit != log.committed:
-            rd.hard_state = HardState(self.term, self.vote, log.committed)
-            if hs.term != self.term or hs.vote != self.vote:
-                rd.must_sync = True
-        if log.unstable_snapshot is not None and not log.snapshot_handed:
-            rd.snapshot = log.unstable_snapshot
-            log.snapshot_handed = True
-            rd.must_sync = True
-        if log.handed < log.last_index():
-            rd.entries = log.take_unhanded()
-            if rd.entries:
-                rd.must_sync = True
-        rd.committed_entries = log.next_committed()
-        if self.read_states:
-            rd.read_states = self.read_states
-            self.read_states = []
-        msgs = self.msgs
-        self.msgs = []
-        if self.msgs_after:
-            if rd.must_sync:
-                rd._held = self.msgs_after
-            else:
-                msgs.extend(self.msgs_after)
-            self.msgs_after = []
-        rd.messages = msgs
-        self._outstanding = True
-        return rd
-
     def advance(self, rd: Ready) -> None:
-        """``rd`` is durable and its committed entries applied (see Ready)."""
-        self._outstanding = False
+        """``rd`` (built by RawNode from this state machine) is durable and its committed
+        entries applied: count what became durable, send what was held back until then."""
         log = self.log
-        if rd.soft_state is not None:
-            self._prev_ss = rd.soft_state
-        if rd.hard_state is not None:
-            self._prev_hs = rd.hard_state
         if rd.snapshot is not None:
             log.stable_snapshot_to(rd.snapshot.index)
             if rd.snapshot.index > log.applied:

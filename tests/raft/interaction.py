@@ -1,4 +1,4 @@
-"""An interpreter for Raft interaction scripts (tests/testdata/*.txt).
+"""An interpreter for Raft interaction scripts (tests/raft/testdata/*.txt).
 
 A script is a sequence of blocks::
 
@@ -307,8 +307,8 @@ class Env:
     def c_tick_election(self, args: list[str], kw: dict[str, str]) -> None:
         for i in self.ids(args):
             raw = self.raw(i)
-            n = raw.cfg.election_ticks if raw.role == LEADER else raw.randomized_timeout
-            self._tick(i, max(0, n - raw.election_elapsed))
+            n = raw.cfg.election_ticks if raw.role == LEADER else raw.raft.randomized_timeout
+            self._tick(i, max(0, n - raw.raft.election_elapsed))
 
     def c_tick_heartbeat(self, args: list[str], kw: dict[str, str]) -> None:
         for i in self.ids(args):

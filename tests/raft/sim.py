@@ -280,11 +280,11 @@ class Simulation:
             raw = other.raw
             if raw is None:
                 continue
-            req = raw.readonly.pending.get(ctx)
+            req = raw.raft.readonly.pending.get(ctx)
             if req is not None and req.origin == node_id:
                 return True
-            msgs += raw.msgs + raw.msgs_after
-            if other.id == node_id and any(rs.context == ctx for rs in raw.read_states):
+            msgs += raw.raft.msgs + raw.raft.msgs_after
+            if other.id == node_id and any(rs.context == ctx for rs in raw.raft.read_states):
                 return True
         return any(m.context == ctx and (
             (m.type == MSG_READ_INDEX and m.src == node_id)

@@ -1,4 +1,4 @@
-"""Run every interaction script in tests/testdata/ (REWRITE=1 regenerates the outputs)."""
+"""Run every interaction script in tests/raft/testdata/ (REWRITE=1 regenerates the outputs)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from .interaction import run_script
 
-DATA = pathlib.Path(__file__).resolve().parent.parent / "testdata"
+DATA = pathlib.Path(__file__).resolve().parent / "testdata"
 SCRIPTS = sorted(DATA.glob("*.txt"))
 
 

@@ -38,7 +38,7 @@ def test_simulation() -> None:
         except Exception as exc:
             raise AssertionError(
                 f"simulation failed for seed {seed} (replay: PGRAFT_SIM_SEED={seed} "
-                f"pytest tests/test_simulation.py): {exc}") from exc
+                f"pytest tests/raft/test_simulation.py): {exc}") from exc
         reads += sim.reads_answered
     print(f"{len(_seeds())} seeds ({reads} reads answered) in {time.monotonic() - start:.1f}s")
 
@@ -58,7 +58,7 @@ def test_simulation_other_twin() -> None:
             "for seed in range(1000, 1006):\n"
             "    Simulation(seed, size=3 if seed % 2 == 0 else 5).run()\n"
             "print(pgraft.IMPLEMENTATION)\n")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     out = subprocess.run([sys.executable, "-c", code], cwd=root, env=env,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
