@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from types import SimpleNamespace
 
-from pgraft.transport import PeerLink
+from pgraft.node.listener import PeerLink
 
 
 def test_flush_to_a_peer_whose_connection_just_closed_does_not_raise() -> None:
@@ -50,8 +50,8 @@ def test_overwritten_proposal_is_not_reported_as_certainly_uncommitted() -> None
     replaced in the proposer's log was answered "it was not committed". A node that still holds
     the entry can become leader and commit it (Raft's Figure 8), so only an applied entry of
     another term at that index makes the failure certain; the other case says "unknown"."""
-    from pgraft.metrics import Metrics
-    from pgraft.node import Node, _Pending
+    from pgraft.node.metrics import Metrics
+    from pgraft.node.node import Node, _Pending
 
     async def scenario() -> None:
         loop = asyncio.get_running_loop()

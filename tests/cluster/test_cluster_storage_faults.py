@@ -21,7 +21,7 @@ from collections.abc import Iterator
 import pytest
 
 from pgraft.errors import NotLeaderError, PgraftError, StorageFull
-from pgraft.storage import FAILED_MARKER as STORAGE_FAILED_FILE
+from pgraft.node.storage import FAILED_MARKER as STORAGE_FAILED_FILE
 from tests.support.cluster import (  # noqa: F401  (fixtures)
     Cluster,
     cluster_factory_fixture,

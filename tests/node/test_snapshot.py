@@ -12,7 +12,7 @@ from typing import Any
 from node_helpers import Cluster, run, wait_for
 
 from pgraft.node import Node
-from pgraft.snapshot import MSG_SNAP, SNAP_DIR
+from pgraft.node.snapshots import MSG_SNAP, SNAP_DIR
 
 SNAP_OPTS: dict[str, Any] = {"snapshot_entries": 200, "snapshot_keep": 50,
                              "segment_size": 16 * 1024, "snapshot_bytes": 0}

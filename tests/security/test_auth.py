@@ -16,7 +16,7 @@ import pgraft
 from pgraft.auth import ClientAuth, RateLimitedLog, load_secret
 from pgraft.errors import AuthenticationFailed, InvalidArgument
 from pgraft.node import Node
-from pgraft.security import SecurityConfig
+from pgraft.node.security import SecurityConfig
 
 WRITES = [("append", {"data": b"x"}), ("kv_put", {"key": "k", "value": "v"}),
           ("kv_delete", {"key": "k"}), ("add_node", {"node_id": 9, "address": "127.0.0.1",

@@ -29,7 +29,7 @@ import pgraft
 from pgraft import _core, _core_py, _log, _log_py
 from pgraft.auth import ClientAuth, load_secret
 from pgraft.errors import DecodeError, InvalidArgument, StorageError
-from pgraft.security import SecurityConfig
+from pgraft.node.security import SecurityConfig
 
 SCALE = int(os.environ.get("PGRAFT_FUZZ_EXAMPLES", "0"))
 
@@ -311,7 +311,7 @@ def test_log_recovery_from_arbitrary_bytes(twin: str, mode: str, seg: int, at: i
 @given(junk=st.binary(max_size=400), pos=st.integers(0, 1000), mode=st.sampled_from(
     ["random", "flip", "cut"]))
 def test_snapshot_parsing_of_arbitrary_bytes(junk: bytes, pos: int, mode: str) -> None:
-    snapshot = pytest.importorskip("pgraft.snapshot")
+    snapshot = pytest.importorskip("pgraft.node.snapshots")
     from pgraft.raft.types import SnapshotMeta
 
     d = tempfile.mkdtemp(prefix="pgs-snap-")

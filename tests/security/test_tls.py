@@ -10,7 +10,7 @@ from sec_helpers import RawConn
 
 import pgraft
 from pgraft.errors import AuthenticationFailed, ConnectionFailed, InvalidArgument
-from pgraft.security import SecurityConfig
+from pgraft.node.security import SecurityConfig
 from pgraft.tls import client_context
 
 

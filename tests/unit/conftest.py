@@ -53,11 +53,11 @@ class Twin:
 
 @pytest.fixture(params=["compiled", "pure"])
 def twin(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Twin:
-    """DiskStorage (pgraft.storage) running over the compiled log or over the pure twin."""
-    import pgraft.storage
+    """DiskStorage (pgraft.node.storage) running over the compiled log or over the pure twin."""
+    import pgraft.node.storage
 
     pure = request.param == "pure"
     logmod = _load("_log_py" if pure else "_log")
     coremod = _load("_core_py" if pure else "_core")
-    monkeypatch.setattr(pgraft.storage, "logmod", logmod)
+    monkeypatch.setattr(pgraft.node.storage, "logmod", logmod)
     return Twin(request.param, logmod, coremod)

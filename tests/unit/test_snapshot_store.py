@@ -7,9 +7,7 @@ import os
 import pytest
 
 from pgraft.errors import StorageCorrupted
-from pgraft.raft.membership import Member, Membership
-from pgraft.raft.types import SnapshotMeta
-from pgraft.snapshot import (
+from pgraft.node.snapshots import (
     HEADER_SIZE,
     SnapshotStore,
     decode_ack,
@@ -18,6 +16,8 @@ from pgraft.snapshot import (
     encode_chunk,
     read_snapshot_file,
 )
+from pgraft.raft.membership import Member, Membership
+from pgraft.raft.types import SnapshotMeta
 from pgraft.state import AppliedState
 from pgraft.state import Member as StateMember
 

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from pgraft.errors import StorageFull
+from pgraft.node.storage import FAILED_MARKER, DiskStorage
 from pgraft.raft.membership import Member, Membership
 from pgraft.raft.types import HardState, SnapshotMeta
-from pgraft.storage import FAILED_MARKER, DiskStorage
 
 MEMBERS = Membership({1: Member("127.0.0.1", 7001, "voter")})
 SEGMENT = 1 << 20

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from pgraft.errors import StorageCorrupted, StorageError, StorageFull
+from pgraft.node.storage import FAILED_MARKER, DiskStorage, clear_storage_failure
 from pgraft.raft.membership import Member, Membership
 from pgraft.raft.types import HardState, SnapshotMeta
-from pgraft.storage import FAILED_MARKER, DiskStorage, clear_storage_failure
 
 HEADER = 32
 REC = 28
@@ -325,7 +325,7 @@ def test_clear_storage_failure_refuses_a_running_node(twin: Any, tmp_path: Path)
 def test_marker_that_cannot_be_written_is_logged(twin: Any, failpoints: ModuleType,
                                                  tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                  caplog: pytest.LogCaptureFixture) -> None:
-    import pgraft.storage
+    import pgraft.node.storage
 
     st = DiskStorage(str(tmp_path), 1)
     st.append(_entries(twin, 1, 2))
@@ -333,7 +333,7 @@ def test_marker_that_cannot_be_written_is_logged(twin: Any, failpoints: ModuleTy
     def broken(path: str, data: bytes) -> None:
         raise OSError(5, "Input/output error", path)
 
-    monkeypatch.setattr(pgraft.storage, "write_file_atomic", broken)
+    monkeypatch.setattr(pgraft.node.storage, "write_file_atomic", broken)
     failpoints.configure("log.sync=eio")
     with caplog.at_level(logging.ERROR, logger="pgraft.storage"), pytest.raises(StorageError):
         st.sync()
@@ -451,7 +451,7 @@ def test_snapshot_replacing_the_log_lowers_the_watermark(twin: Any, tmp_path: Pa
 
 def test_snapshot_write_enospc_keeps_the_current_snapshot(failpoints: ModuleType,
                                                           tmp_path: Path) -> None:
-    from pgraft.snapshot import SnapshotStore
+    from pgraft.node.snapshots import SnapshotStore
 
     store = SnapshotStore(str(tmp_path))
     store.set_current(store.write(SnapshotMeta(5, 1, MEMBERS), b"a" * 1000))

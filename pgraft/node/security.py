@@ -12,9 +12,9 @@ import ipaddress
 import ssl
 from dataclasses import dataclass
 
-from .auth import load_secret
-from .errors import InvalidArgument
-from .tls import client_context, server_context
+from ..auth import load_secret
+from ..errors import InvalidArgument
+from ..tls import client_context, server_context
 
 #: Connections (peers and clients, over TCP) accepted from one remote IP address at a time.
 DEFAULT_MAX_CONNECTIONS_PER_ADDRESS = 64

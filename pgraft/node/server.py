@@ -18,8 +18,8 @@ import math
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from .deadlines import DeadlineWheel
-from .errors import (
+from ..deadlines import DeadlineWheel
+from ..errors import (
     CommitTimeout,
     InvalidArgument,
     Overloaded,
@@ -28,8 +28,8 @@ from .errors import (
     ProtocolError,
     Timeout,
 )
-from .transport import ClientConnection
-from .validate import check_address as validate_address
+from ..validate import check_address as validate_address
+from .listener import ClientConnection
 
 if TYPE_CHECKING:
     from .node import Node

@@ -87,11 +87,11 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from . import failpoints as _fp
-from ._impl import core
-from .errors import PgraftError, StorageCorrupted, StorageError
-from .fsutil import fsync_dir, io_error
-from .raft.types import SnapshotMeta
+from .. import failpoints as _fp
+from .._impl import core
+from ..errors import PgraftError, StorageCorrupted, StorageError
+from ..fsutil import fsync_dir, io_error
+from ..raft.types import SnapshotMeta
 
 log = logging.getLogger("pgraft.snapshot")
 

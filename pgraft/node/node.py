@@ -43,8 +43,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._impl import core
-from .errors import (
+from .._impl import core
+from ..errors import (
     InvalidArgument,
     NotLeaderError,
     OutcomeUnknown,
@@ -56,9 +56,7 @@ from .errors import (
     Unavailable,
     UnknownNode,
 )
-from .identity import DEFAULT_CLUSTER_TOKEN, NodeIdentity, cluster_id_for
-from .metrics import Metrics
-from .raft import (
+from ..raft import (
     ADD_LEARNER,
     LEADER,
     REMOVE,
@@ -70,11 +68,8 @@ from .raft import (
     Ready,
     SoftState,
 )
-from .raft.membership import EMPTY, validate_address, validate_node_id
-from .security import SecurityConfig, add_security_arguments, security_from_args
-from .server import Server
-from .snapshot import MSG_SNAP, MSG_SNAP_RESP, SnapshotManager
-from .state import (
+from ..raft.membership import EMPTY, validate_address, validate_node_id
+from ..state import (
     _APPEND_PREFIX,
     TAG_APPEND,
     AppliedState,
@@ -83,8 +78,13 @@ from .state import (
     encode_kv_delete,
     encode_kv_put,
 )
+from .identity import DEFAULT_CLUSTER_TOKEN, NodeIdentity, cluster_id_for
+from .listener import Transport
+from .metrics import Metrics
+from .security import SecurityConfig, add_security_arguments, security_from_args
+from .server import Server
+from .snapshots import MSG_SNAP, MSG_SNAP_RESP, SnapshotManager
 from .storage import SOCKET_FILE, DiskStorage
-from .transport import Transport
 
 log = logging.getLogger("pgraft.node")
 

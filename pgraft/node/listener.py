@@ -26,9 +26,9 @@ from typing import Any, Protocol, cast
 
 import msgpack
 
-from ._impl import core
-from .auth import ClientAuth, RateLimitedLog, ServerChallenge, server_challenge
-from .errors import (
+from .._impl import core
+from ..auth import ClientAuth, RateLimitedLog, ServerChallenge, server_challenge
+from ..errors import (
     AuthenticationFailed,
     DecodeError,
     MemberRefused,
@@ -38,9 +38,9 @@ from .errors import (
     StorageError,
     from_wire,
 )
+from ..tls import describe_ssl_error
 from .metrics import Metrics
 from .security import HANDSHAKE_MAX_BYTES, LoadedSecurity, is_loopback
-from .tls import describe_ssl_error
 
 log = logging.getLogger("pgraft.transport")
 

@@ -53,13 +53,13 @@ import os
 import time
 from typing import Any
 
-from ._impl import core
-from ._impl import log as logmod
-from .errors import PgraftError, StorageCorrupted, StorageError, StorageFull
-from .fsutil import errno_text, fsync_dir, io_error, write_file_atomic
-from .raft.storage import Compacted
-from .raft.types import HardState, SnapshotMeta
-from .snapshot import SnapshotStore
+from .._impl import core
+from .._impl import log as logmod
+from ..errors import PgraftError, StorageCorrupted, StorageError, StorageFull
+from ..fsutil import errno_text, fsync_dir, io_error, write_file_atomic
+from ..raft.storage import Compacted
+from ..raft.types import HardState, SnapshotMeta
+from .snapshots import SnapshotStore
 
 log = logging.getLogger("pgraft.storage")
 

@@ -29,8 +29,8 @@ import logging
 import os
 import re
 
-from .errors import MemberRefused, StorageCorrupted
-from .fsutil import write_file_atomic
+from ..errors import MemberRefused, StorageCorrupted
+from ..fsutil import write_file_atomic
 
 log = logging.getLogger("pgraft.identity")
 
