@@ -1,10 +1,17 @@
 """pgraft: Raft consensus for PostgreSQL clusters.
 
-``pgraft.IMPLEMENTATION`` is ``"compiled"`` when the Cython hot paths are in use and
-``"pure"`` when the pure-Python twins are (extension missing, or ``PGRAFT_PUREPYTHON=1``).
+The face of the package: :func:`connect` and :class:`AsyncClient` (asyncio), :class:`Client`
+(blocking), :class:`NodeInfo`, the errors, and ``IMPLEMENTATION``: ``"compiled"`` when the
+Cython hot paths are in use, ``"pure"`` when the pure-Python twins are (extension missing, or
+``PGRAFT_PUREPYTHON=1``; ``FALLBACK_REASON`` says why).
+
+Everything but the errors is imported on first use (PEP 562): importing any submodule runs this
+file first, and ``import pgraft.client.sync`` -- what the SQL functions run in a PostgreSQL
+backend -- must not pay for asyncio, uvloop or the durable log.
 """
 
-from ._impl import FALLBACK_REASON, IMPLEMENTATION
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
     AuthenticationFailed,
     CommitTimeout,
@@ -35,6 +42,9 @@ __version__ = "0.1.0"
 __all__ = [
     "FALLBACK_REASON",
     "IMPLEMENTATION",
+    "AsyncClient",
+    "Client",
+    "NodeInfo",
     "AuthenticationFailed",
     "CommitTimeout",
     "ConnectionFailed",
@@ -58,8 +68,40 @@ __all__ = [
     "Unavailable",
     "UnknownNode",
     "__version__",
+    "connect",
 ]
 
-from .client import AsyncClient, Client, Node, connect  # noqa: E402
+if TYPE_CHECKING:
+    from ._impl import FALLBACK_REASON, IMPLEMENTATION
+    from .client import AsyncClient, Client, NodeInfo, connect
 
-__all__ += ["AsyncClient", "Client", "Node", "connect"]
+# name -> (module, attribute) of what is imported on first use.
+_LAZY = {
+    "IMPLEMENTATION": ("pgraft._impl", "IMPLEMENTATION"),
+    "FALLBACK_REASON": ("pgraft._impl", "FALLBACK_REASON"),
+    "connect": ("pgraft.client.aio", "connect"),
+    "AsyncClient": ("pgraft.client.aio", "AsyncClient"),
+    "Client": ("pgraft.client.sync", "Client"),
+    "NodeInfo": ("pgraft.client._nodeinfo", "NodeInfo"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Node":
+        import warnings
+
+        warnings.warn("pgraft.Node is deprecated: use pgraft.NodeInfo (the name Node is the "
+                      "node runtime's, pgraft.node.Node)", DeprecationWarning, stacklevel=2)
+        name = "NodeInfo"
+    where = _LAZY.get(name)
+    if where is None:
+        raise AttributeError(f"module 'pgraft' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(where[0]), where[1])
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,7 +1,12 @@
-"""Choose the compiled hot paths or their pure-Python twins, once, at import.
+"""Choose the compiled hot paths or their pure-Python twins, once.
 
 ``PGRAFT_PUREPYTHON=1`` forces the twins; otherwise the compiled extensions are used when
-both import. The twins have the same API and run the same tests.
+``pgraft._core`` imports. The twins have the same API and run the same tests.
+
+``core`` (codecs, frame decoder) is chosen at import; ``log`` (the durable log) is imported on
+first use, in the same flavour: the client in a PostgreSQL backend needs only the frame decoder,
+and the log pulls in far more (failpoints, the pure Entry class) than a one-call SQL session
+should pay for.
 """
 
 from __future__ import annotations
@@ -11,17 +16,32 @@ import os
 from types import ModuleType
 
 
-def _select() -> tuple[ModuleType, ModuleType, str, str]:
+def _select() -> tuple[ModuleType, str, str]:
     if os.environ.get("PGRAFT_PUREPYTHON", "") not in ("", "0"):
         reason = "PGRAFT_PUREPYTHON is set"
     else:
-        try:  # both or neither: a compiled log with a pure core would mix Entry classes
-            return (importlib.import_module("pgraft._core"),
-                    importlib.import_module("pgraft._log"), "compiled", "")
+        try:
+            return importlib.import_module("pgraft._core"), "compiled", ""
         except ImportError as exc:
             reason = f"compiled extensions not importable: {exc}"
-    return (importlib.import_module("pgraft._core_py"),
-            importlib.import_module("pgraft._log_py"), "pure", reason)
+    return importlib.import_module("pgraft._core_py"), "pure", reason
 
 
-core, log, IMPLEMENTATION, FALLBACK_REASON = _select()
+core, IMPLEMENTATION, FALLBACK_REASON = _select()
+
+
+def __getattr__(name: str) -> ModuleType:
+    if name != "log":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if IMPLEMENTATION == "pure":
+        module = importlib.import_module("pgraft._log_py")
+    else:
+        # Both or neither: a compiled log with a pure core would mix Entry classes.
+        try:
+            module = importlib.import_module("pgraft._log")
+        except ImportError as exc:
+            raise ImportError(f"pgraft._core is compiled but pgraft._log cannot be imported "
+                              f"({exc}); rebuild the extensions (make build) or set "
+                              "PGRAFT_PUREPYTHON=1") from exc
+    globals()["log"] = module
+    return module

@@ -23,6 +23,7 @@ from pgraft.errors import (
     PgraftError,
     UnknownNode,
 )
+from pgraft.protocol import MAX_FRAME_SIZE, encode_control
 
 Handler = Callable[[dict[str, Any], "Conn"], Awaitable[Any]]
 
@@ -47,7 +48,21 @@ class Conn:
         self.writer = writer
 
     def send(self, obj: Any) -> None:
-        self.writer.write(core.encode_control(obj))
+        self.writer.write(encode_control(obj))
+
+
+class Gate:
+    """Holds handlers (in the fake node's loop) until the test thread opens it."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._event = asyncio.Event()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+    def open(self) -> None:
+        self._loop.call_soon_threadsafe(self._event.set)
 
 
 class FakeNode:
@@ -61,6 +76,9 @@ class FakeNode:
         self.hello_reply: dict[str, Any] | None = None
         self.hello_raw: bytes | None = None
         self.requests: list[tuple[str, dict[str, Any]]] = []
+        #: Ops answered, in the order the answers were written.
+        self.answered: list[str] = []
+        self._changed = threading.Condition()
         self.connections = 0
         self.nodes: dict[int, dict[str, Any]] = {
             i: {"node_id": i, "address": "127.0.0.1", "port": 7000 + i, "role": "voter"}
@@ -121,12 +139,35 @@ class FakeNode:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
+    @property
+    def open_connections(self) -> int:
+        """Client connections the fake node is serving now."""
+        return len(self._writers)
+
     def drop_connections(self) -> None:
         """Abort every client connection (as if the node crashed)."""
         def abort() -> None:
             for writer in list(self._writers):
                 writer.transport.abort()
         self.loop.call_soon_threadsafe(abort)
+
+    def gate(self) -> Gate:
+        """A gate handlers can wait on until the test opens it."""
+        return Gate(self.loop)
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+        """Block the test thread until ``predicate()`` holds (checked whenever a request
+        arrives or is answered); AssertionError after ``timeout`` seconds."""
+        with self._changed:
+            if not self._changed.wait_for(predicate, timeout):
+                raise AssertionError(f"fake node: condition not met within {timeout}s "
+                                     f"(requests {self.requests}, answered {self.answered})")
+
+    def _note(self, answered: str | None = None) -> None:
+        with self._changed:
+            if answered is not None:
+                self.answered.append(answered)
+            self._changed.notify_all()
 
     def __enter__(self) -> FakeNode:
         return self.start()
@@ -139,7 +180,7 @@ class FakeNode:
         self.connections += 1
         self._writers.add(writer)
         conn = Conn(writer)
-        decoder = core.FrameDecoder(64 * 1024 * 1024)
+        decoder = core.FrameDecoder(MAX_FRAME_SIZE)
         tasks: set[asyncio.Task[None]] = set()
         greeted = False
         try:
@@ -173,10 +214,12 @@ class FakeNode:
                 task.cancel()
             self._writers.discard(writer)
             writer.transport.abort()
+            self._note()
 
     async def _request(self, req: dict[str, Any], conn: Conn) -> None:
         rid, op, args = req["id"], req["op"], req.get("args", {})
         self.requests.append((op, args))
+        self._note()
         handler = self.handlers.get(op)
         try:
             if handler is None:
@@ -192,8 +235,10 @@ class FakeNode:
             return
         except PgraftError as exc:
             conn.send({"id": rid, "ok": False, "error": exc.to_wire()})
+            self._note(op)
             return
         conn.send({"id": rid, "ok": True, "result": result})
+        self._note(op)
 
     # -------------------------------------------------------------- behaviour
     def _check_leader(self) -> None:

@@ -1,0 +1,369 @@
+"""The blocking client, ``pgraft.Client``: one plain socket, one call at a time::
+
+    with pgraft.Client("/var/lib/pgraft/node.sock") as c:
+        print(c.get_nodes())
+
+This is what the SQL functions call inside PostgreSQL backends, one call per statement, so it
+is built for a cheap first call: a blocking socket (TCP, TLS or the node's Unix socket) over
+the sans-I/O :class:`~pgraft.client._proto.ClientProtocol`, no event loop, no threads, no
+signal handling; importing it imports neither asyncio nor uvloop (tests/client check it).
+
+The client connects on first use and keeps the connection. Before each call it reads whatever
+arrived meanwhile without waiting: a late answer is dropped, and a connection the node has
+closed (it restarted, say) is replaced by a new one before the request is sent, so the call
+does not fail for it. ``timeout=`` bounds connecting, and the wait for the answer (the node is
+told the same timeout and answers Timeout itself).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import sys
+import time
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from ..checks import check_timeout
+from ..errors import PgraftError
+from . import _ops
+from ._proto import ClientProtocol, Closed, Event, Failed, Reply, Send, wait_limit
+from ._target import (
+    DEFAULT_TIMEOUT,
+    Target,
+    connect_timeout_error,
+    dial_error,
+    load_security,
+    parse_target,
+)
+
+if TYPE_CHECKING:
+    from ._nodeinfo import NodeInfo
+
+__all__ = ["Client"]
+
+_READ_SIZE = 256 * 1024
+
+
+class _Expired(Exception):
+    """The deadline of a blocking read passed."""
+
+
+def _refuse_inside_event_loop() -> None:
+    # A blocking call would stall every task of the loop. asyncio is only looked up: when it
+    # was never imported, no loop can be running.
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is None:
+        return
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise PgraftError("pgraft.Client cannot be used inside a running event loop",
+                      hint="use `await pgraft.connect(...)` in asynchronous code")
+
+
+class Client:
+    """A blocking pgraft client with the same methods as :class:`~pgraft.AsyncClient`.
+
+    It connects on first use and reconnects when the node has closed the connection; it starts
+    no threads (host names are resolved in the calling thread). Cheap to create per call, and
+    may be kept for reuse; not to be shared between threads. ``close()`` (or ``with``)
+    releases the socket; the client may be used again afterwards.
+    """
+
+    def __init__(self, target: str | os.PathLike[str] | Target, *,
+                 timeout: float = DEFAULT_TIMEOUT,
+                 secret_file: str | os.PathLike[str] | None = None,
+                 tls_ca: str | os.PathLike[str] | None = None,
+                 tls_cert: str | os.PathLike[str] | None = None,
+                 tls_key: str | os.PathLike[str] | None = None) -> None:
+        self._target = parse_target(target)
+        self._display = str(self._target)
+        self._timeout = check_timeout(timeout)
+        self._security = load_security(secret_file, tls_ca, tls_cert, tls_key)
+        self._sock: socket.socket | None = None
+        self._proto: ClientProtocol | None = None
+        self._node_id: int | None = None
+
+    # ------------------------------------------------------------------ state
+    @property
+    def target(self) -> str:
+        """The node this client talks to (``host:port`` or a socket path)."""
+        return self._display
+
+    @property
+    def node_id(self) -> int | None:
+        """Id of the connected node, or None before the first call."""
+        return self._node_id
+
+    @property
+    def closed(self) -> bool:
+        """True while no connection is open (before the first call, after :meth:`close`, or
+        once the node closed it); the next call connects."""
+        return self._sock is None or self._proto is None or self._proto.closed
+
+    def close(self) -> None:
+        """Close the connection (if any). The client may be used again."""
+        sock, self._sock = self._sock, None
+        proto, self._proto = self._proto, None
+        if proto is not None:
+            proto.close()
+        if sock is not None:
+            sock.close()
+
+    def __del__(self) -> None:
+        # A forgotten client still releases its socket when it is collected.
+        sock = getattr(self, "_sock", None)  # None also when __init__ raised
+        if sock is not None:
+            sock.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"connected to node {self._node_id}"
+        return f"<pgraft.Client {self.target}, {state}>"
+
+    # --------------------------------------------------------------- the call
+    def _call(self, call: _ops.Call, timeout: float | None) -> Any:
+        limit = self._timeout if timeout is None else check_timeout(timeout)
+        _refuse_inside_event_loop()
+        try:
+            if not self.closed:
+                self._catch_up()
+            if self.closed:
+                self._connect(limit)
+            return call.shape(self._request(call, limit), self._display)
+        except PgraftError:
+            raise
+        except BaseException:
+            # Interrupted (KeyboardInterrupt, an unexpected error): the stream's state is
+            # unknown, so the connection cannot be reused.
+            self.close()
+            raise
+
+    def _request(self, call: _ops.Call, limit: float) -> Any:
+        proto = self._proto
+        assert proto is not None
+        rid, frame = proto.send_request(call.op, call.args, limit)
+        deadline = time.monotonic() + wait_limit(limit)
+        events = self._send(frame, deadline)
+        while True:
+            outcome = self._handle(events, rid, deadline)
+            if isinstance(outcome, Reply):
+                return outcome.result
+            if isinstance(outcome, Failed):
+                raise outcome.error
+            try:
+                events = self._read(deadline)
+            except _Expired:
+                failed = proto.expire(rid, limit)
+                assert failed is not None  # an answered or failed call returned above
+                raise failed.error from None  # the connection stays; a late answer is dropped
+
+    def _handle(self, events: list[Event], rid: int | None,
+                deadline: float) -> Reply | Failed | None:
+        """Act on ``events``; return the outcome of call ``rid`` if they hold it."""
+        outcome: Reply | Failed | None = None
+        for event in events:  # may grow: a failed Send appends its events
+            if isinstance(event, Reply | Failed):
+                if event.rid == rid:
+                    outcome = event
+            elif isinstance(event, Send):
+                events.extend(self._send(event.data, deadline))
+            elif isinstance(event, Closed):
+                sock, self._sock = self._sock, None
+                if sock is not None:
+                    sock.close()
+                if outcome is None and rid is not None:
+                    outcome = Failed(rid, event.error)  # abort() reports rid first; a guard
+        return outcome
+
+    # ------------------------------------------------------------ connecting
+    def _connect(self, limit: float) -> None:
+        self.close()
+        security = self._security
+        proto = ClientProtocol(self._display,
+                               secret=security.secret if security is not None else None)
+        deadline = time.monotonic() + limit
+        try:
+            sock = self._dial(limit)
+        except TimeoutError:
+            raise connect_timeout_error(self._display, limit) from None
+        except OSError as exc:
+            raise dial_error(self._target, exc) from None
+        self._sock, self._proto = sock, proto
+        try:
+            events = self._send(proto.hello(), deadline)
+            while True:
+                self._handle(events, None, deadline)
+                if proto.ready:
+                    break
+                failure = proto.failure()
+                if failure is not None:
+                    raise failure
+                events = self._read(deadline)
+        except _Expired:
+            self.close()
+            raise connect_timeout_error(self._display, limit) from None
+        except PgraftError:
+            self.close()
+            raise
+        self._node_id = proto.node_id
+
+    def _dial(self, limit: float) -> socket.socket:
+        target = self._target
+        if target.path is not None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.settimeout(limit)
+                sock.connect(target.path)
+            except BaseException:
+                sock.close()
+                raise
+            return sock
+        assert target.host is not None and target.port is not None
+        # Resolves the name in this thread (getaddrinfo) and tries each address in turn.
+        sock = socket.create_connection((target.host, target.port), timeout=limit)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            security = self._security
+            if security is not None and security.ssl is not None:
+                # The TLS handshake runs here, bounded by the socket's timeout; the
+                # certificate must name the host as given.
+                sock = security.ssl.wrap_socket(sock, server_hostname=target.host)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    # -------------------------------------------------------------------- I/O
+    def _send(self, data: bytes, deadline: float) -> list[Event]:
+        """Write ``data``; the events of a failed write (none when it went out)."""
+        sock, proto = self._sock, self._proto
+        assert proto is not None
+        if sock is None:
+            return proto.connection_lost()
+        try:
+            sock.settimeout(max(deadline - time.monotonic(), 0.001))
+            sock.sendall(data)
+        except OSError as exc:  # a timeout too: part of a frame may be out, the stream is lost
+            return proto.connection_lost(exc)
+        return []
+
+    def _read(self, deadline: float) -> list[Event]:
+        """The events of one read; raises _Expired at ``deadline``."""
+        sock, proto = self._sock, self._proto
+        assert proto is not None
+        if sock is None:
+            return proto.connection_lost()
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise _Expired
+        try:
+            sock.settimeout(remaining)
+            data = sock.recv(_READ_SIZE)
+        except TimeoutError:
+            raise _Expired from None
+        except OSError as exc:
+            return proto.connection_lost(exc)
+        if not data:
+            return proto.connection_lost()
+        return proto.receive_data(data)
+
+    def _catch_up(self) -> None:
+        """Before a call on a kept connection: take in what arrived since the last call (late
+        answers; the node closing the connection) without waiting for more."""
+        sock, proto = self._sock, self._proto
+        assert sock is not None and proto is not None
+        poller = select.poll()  # not select.select: a backend's socket fd may exceed 1023
+        poller.register(sock, select.POLLIN)
+        pending = getattr(sock, "pending", None)  # TLS: bytes already decrypted
+        deadline = time.monotonic() + self._timeout
+        while not self.closed:
+            if not poller.poll(0) and not (pending is not None and pending()):
+                return
+            try:
+                self._handle(self._read(deadline), None, deadline)
+            except _Expired:  # half a TLS record and then nothing: the stream is unusable
+                self.close()
+
+    # ------------------------------------------------------------------ log
+    def append(self, data: bytes, *, timeout: float | None = None) -> int:
+        """Append ``data`` to the replicated log; its index once committed and applied."""
+        return self._call(_ops.append(data), timeout)
+
+    def get_entry(self, index: int, *, timeout: float | None = None) -> dict[str, Any] | None:
+        """The log entry at ``index`` (``{"index", "term", "type", "data"}``) or None."""
+        return self._call(_ops.get_entry(index), timeout)
+
+    def log_stats(self, *, timeout: float | None = None) -> dict[str, Any]:
+        """First, last, commit, applied and snapshot index and log_bytes of the node's log."""
+        return self._call(_ops.log_stats(), timeout)
+
+    # ------------------------------------------------------------- membership
+    def add_node(self, node_id: int, address: str, port: int, *,
+                 timeout: float | None = None) -> bool:
+        """Add a node as a learner; True once committed. Call on the leader."""
+        return self._call(_ops.add_node(node_id, address, port),
+                          timeout)
+
+    def remove_node(self, node_id: int, *, timeout: float | None = None) -> bool:
+        """Remove a node; True once committed. Call on the leader."""
+        return self._call(_ops.remove_node(node_id), timeout)
+
+    def get_nodes(self, *, timeout: float | None = None) -> list[NodeInfo]:
+        """The members as this node sees them, ordered by node id."""
+        return self._call(_ops.get_nodes(), timeout)
+
+    def get_leader(self, *, timeout: float | None = None) -> int | None:
+        """Id of the leader this node knows of, or None during an election."""
+        return self._call(_ops.get_leader(), timeout)
+
+    def leader_address(self, *, timeout: float | None = None) -> str | None:
+        """``"host:port"`` of the leader this node knows of, or None."""
+        return self._call(_ops.leader_address(), timeout)
+
+    def leader_info(self, *, timeout: float | None = None) -> dict[str, Any]:
+        """``{"leader_id": int or None, "address": "host:port" or None}`` in one call."""
+        return self._call(_ops.leader_info(), timeout)
+
+    def get_term(self, *, timeout: float | None = None) -> int:
+        """This node's current Raft term."""
+        return self._call(_ops.get_term(), timeout)
+
+    def is_leader(self, *, timeout: float | None = None) -> bool:
+        """Whether this node is the leader now."""
+        return self._call(_ops.is_leader(), timeout)
+
+    def status(self, *, timeout: float | None = None) -> dict[str, Any]:
+        """The node's status (see :meth:`AsyncClient.status <pgraft.AsyncClient.status>`)."""
+        return self._call(_ops.status(), timeout)
+
+    def transfer_leadership(self, node_id: int, *, timeout: float | None = None) -> bool:
+        """Hand leadership to voter ``node_id``; True once it is leader. Call on the leader."""
+        return self._call(_ops.transfer_leadership(node_id),
+                          timeout)
+
+    # --------------------------------------------------------------------- KV
+    def kv_put(self, key: str, value: str, *, timeout: float | None = None) -> bool:
+        """Set ``key`` to ``value``; True once committed. Call on the leader."""
+        return self._call(_ops.kv_put(key, value), timeout)
+
+    def kv_get(self, key: str, *, timeout: float | None = None) -> str | None:
+        """The value of ``key`` or None (linearizable read)."""
+        return self._call(_ops.kv_get(key), timeout)
+
+    def kv_delete(self, key: str, *, timeout: float | None = None) -> bool:
+        """Delete ``key``; True if it existed. Call on the leader."""
+        return self._call(_ops.kv_delete(key), timeout)
+
+    def kv_list_keys(self, *, timeout: float | None = None) -> list[str]:
+        """All keys, sorted (linearizable)."""
+        return self._call(_ops.kv_list_keys(), timeout)

@@ -1,0 +1,80 @@
+"""The wire contract of ``docs/protocol.md``, defined once for the node and the clients.
+
+A frame is ``u32 length (little-endian, counting the kind byte) | u8 kind | body``; a CONTROL
+body is msgpack (bytes as bin). The frame *decoder* is the compiled hot path
+(``pgraft._impl.core.FrameDecoder``); the CONTROL *encoder* is here, because one reused msgpack
+``Packer`` plus a struct header is faster than the codec's ``encode_control`` (which builds a
+packer per call) and produces the same bytes.
+
+This module is imported by the synchronous client inside PostgreSQL backends: it must stay
+light (no asyncio, no frame codec, nothing the handshake does not need).
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import msgpack
+
+#: Version spoken in the hello of peers and clients; both sides must agree.
+PROTOCOL_VERSION = 1
+#: The node's Unix socket for local clients, inside its data directory.
+SOCKET_NAME = "node.sock"
+#: Default cap on one frame (length field, kind byte included), in bytes (DESIGN rule 7).
+MAX_FRAME_SIZE = 64 * 1024 * 1024
+#: Frame kinds.
+FRAME_RAFT = 1
+FRAME_CONTROL = 2
+
+#: The hello kinds of the connecting side, and the answers of the node.
+HELLO_CLIENT = "client"
+HELLO_PEER = "peer"
+HELLO_OK = "ok"
+HELLO_ERROR = "error"
+HELLO_CHALLENGE = "challenge"
+
+_HEAD = struct.Struct("<IB")
+# Not thread-safe in general, but ``pack`` runs as one C call under the GIL (no ``default=``
+# hook calls back into Python), and a failed pack resets the buffer, so sharing it is safe.
+_packer = msgpack.Packer(use_bin_type=True)
+
+
+def encode_control(obj: Any) -> bytes:
+    """The whole CONTROL frame of ``obj``: header and msgpack body."""
+    body = _packer.pack(obj)
+    return _HEAD.pack(len(body) + 1, FRAME_CONTROL) + body
+
+
+def client_hello(**fields: Any) -> dict[str, Any]:
+    """The first frame of a client connection (``fields``: the authentication offer)."""
+    return {"hello": HELLO_CLIENT, "version": PROTOCOL_VERSION, **fields}
+
+
+# The node's most frequent answer, ``{"id": N, "ok": true, "result": INT or true}``, is packed
+# with one struct call: both integers as msgpack uint64 (valid msgpack that every decoder reads
+# as the same ints), so the frame has a fixed length and its constant pieces are prebuilt.
+_U64 = 1 << 64
+_OK_INT_BODY = 1 + 3 + 9 + 3 + 1 + 7 + 9  # map3, "id", uint64, "ok", true, "result", uint64
+_OK_TRUE_BODY = 1 + 3 + 9 + 3 + 1 + 7 + 1  # ... "result", true
+_OK_INT = struct.Struct(">10sQ12sQ")
+_OK_TRUE = struct.Struct(">10sQ12s")
+_OK_INT_HEAD = _HEAD.pack(_OK_INT_BODY + 1, FRAME_CONTROL) + b"\x83\xa2id\xcf"
+_OK_TRUE_HEAD = _HEAD.pack(_OK_TRUE_BODY + 1, FRAME_CONTROL) + b"\x83\xa2id\xcf"
+_OK_INT_MID = b"\xa2ok\xc3\xa6result\xcf"
+_OK_TRUE_TAIL = b"\xa2ok\xc3\xa6result\xc3"
+
+
+def encode_result(rid: int, result: Any) -> bytes:
+    """The frame of ``{"id": rid, "ok": true, "result": result}`` (the hot path of writes)."""
+    if 0 <= rid < _U64:
+        if result.__class__ is int and 0 <= result < _U64:
+            return _OK_INT.pack(_OK_INT_HEAD, rid, _OK_INT_MID, result)
+        if result is True:
+            return _OK_TRUE.pack(_OK_TRUE_HEAD, rid, _OK_TRUE_TAIL)
+    return encode_control({"id": rid, "ok": True, "result": result})
+
+
+def encode_error(rid: Any, error: dict[str, Any]) -> bytes:
+    """The frame of a failed request: ``error`` is ``PgraftError.to_wire()``."""
+    return encode_control({"id": rid, "ok": False, "error": error})

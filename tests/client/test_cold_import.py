@@ -1,0 +1,62 @@
+"""The blocking client is what a PostgreSQL backend imports for its first pgraft call: it must
+not pull in asyncio, uvloop, TLS, the durable log or anything else a plain call does not use.
+
+Each check runs in a fresh interpreter (``-X importtime``), with the compiled and the pure core.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from fake_node import FakeNode
+
+import pgraft
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(pgraft.__file__)))
+#: Never on the path of a plain call (no TLS, no secret, no member list).
+HEAVY = ("asyncio", "uvloop", "ssl", "dataclasses", "inspect", "logging", "hashlib",
+         "pgraft._log", "pgraft._log_py", "pgraft.auth", "pgraft.client.aio", "pgraft.node")
+
+
+def imported_by(code: str, pure: bool) -> tuple[set[str], set[str]]:
+    """Modules in sys.modules after ``code``, and those ``-X importtime`` reported."""
+    script = f"{code}\nimport sys\nprint('\\n'.join(sorted(sys.modules)))"
+    env = dict(os.environ, PYTHONPATH=REPO, PGRAFT_PUREPYTHON="1" if pure else "0")
+    out = subprocess.run([sys.executable, "-X", "importtime", "-c", script], env=env,
+                         capture_output=True, text=True, timeout=60, check=True)
+    timed = {line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines()
+             if line.startswith("import time:")}
+    return set(out.stdout.split()), timed
+
+
+@pytest.mark.parametrize("pure", [False, True], ids=["compiled", "pure"])
+def test_importing_the_sync_client_imports_no_event_loop(pure: bool) -> None:
+    loaded, timed = imported_by("import pgraft.client.sync", pure)
+    assert "pgraft.client.sync" in loaded and "pgraft.client._proto" in loaded
+    assert "asyncio" not in timed and "uvloop" not in timed
+    assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
+
+
+@pytest.mark.parametrize("pure", [False, True], ids=["compiled", "pure"])
+def test_a_call_as_the_sql_functions_make_it_stays_light(fake: FakeNode, pure: bool) -> None:
+    # What postgres/pgraft--1.0.sql runs: import pgraft and its errors, one Client, one call.
+    code = (
+        "import pgraft\n"
+        "from pgraft.errors import ConnectionFailed, InvalidArgument, NotLeaderError, "
+        "PayloadTooLarge, PgraftError\n"
+        f"c = pgraft.Client({fake.unix_path!r}, timeout=10.0)\n"
+        "assert c.get_term() == 3 and c.kv_put('k', 'v') is True\n"
+        "c.close()\n")
+    loaded, timed = imported_by(code, pure)
+    assert "asyncio" not in timed and "uvloop" not in timed
+    assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
+
+
+def test_importing_pgraft_alone_loads_only_the_errors() -> None:
+    loaded, _ = imported_by("import pgraft", pure=False)
+    assert "pgraft.errors" in loaded
+    assert not {m for m in loaded if m.startswith("pgraft.") and m != "pgraft.errors"}
+    assert "asyncio" not in loaded
