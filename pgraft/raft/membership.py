@@ -35,13 +35,13 @@ with :meth:`Membership.apply`.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import msgpack
 
+from ..checks import check_address, check_node_id, check_port
 from ..errors import InvalidArgument, NodeExists, UnknownNode
 
 VOTER = "voter"
@@ -54,9 +54,6 @@ BOOTSTRAP = "bootstrap"
 _OP_ALIASES = {"add_node": ADD_LEARNER, "add": ADD_LEARNER, "add_learner": ADD_LEARNER,
                "promote": PROMOTE, "remove": REMOVE, "remove_node": REMOVE,
                "bootstrap": BOOTSTRAP}
-
-MAX_NODE_ID = (1 << 63) - 1
-MAX_ADDRESS_LEN = 255
 
 
 class Member(NamedTuple):
@@ -84,29 +81,14 @@ class ConfChange:
 
 
 def validate_address(address: str, port: int) -> None:
-    if not isinstance(address, str) or not address or len(address) > MAX_ADDRESS_LEN:
-        raise InvalidArgument(f"invalid address {address!r}",
-                              hint="give a host name or an IP address")
-    if any(c.isspace() for c in address) or "/" in address:
-        raise InvalidArgument(f"invalid address {address!r}",
-                              hint="give a host name or an IP address")
-    try:
-        ipaddress.ip_address(address)
-    except ValueError:
-        labels = address.rstrip(".").split(".")
-        if not all(lbl and len(lbl) <= 63 and all(c.isalnum() or c == "-" for c in lbl)
-                   for lbl in labels):
-            raise InvalidArgument(f"invalid address {address!r}",
-                                  hint="give a host name or an IP address") from None
-    if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
-        raise InvalidArgument(f"invalid port {port!r}", hint="a port is between 1 and 65535")
+    """Refuse a member's address or port that other nodes could not dial (pgraft.checks)."""
+    check_address(address)
+    check_port(port)
 
 
 def validate_node_id(node_id: int) -> None:
-    if not isinstance(node_id, int) or isinstance(node_id, bool) or not (
-            1 <= node_id <= MAX_NODE_ID):
-        raise InvalidArgument(f"invalid node id {node_id!r}",
-                              hint="a node id is a positive 63-bit integer")
+    """Refuse a node id outside 1..2**63-1 (pgraft.checks)."""
+    check_node_id(node_id)
 
 
 class Membership(Mapping[int, Member]):
