@@ -10,7 +10,7 @@ file first, and ``import pgraft.client.sync`` -- what the SQL functions run in a
 backend -- must not pay for asyncio, uvloop or the durable log.
 """
 
-from typing import TYPE_CHECKING, Any
+from __future__ import annotations
 
 from .errors import (
     AuthenticationFailed,
@@ -71,7 +71,10 @@ __all__ = [
     "connect",
 ]
 
+TYPE_CHECKING = False  # typing only for the type checker: see pgraft/errors.py
 if TYPE_CHECKING:
+    from typing import Any
+
     from ._impl import FALLBACK_REASON, IMPLEMENTATION
     from .client import AsyncClient, Client, NodeInfo, connect
 

@@ -11,9 +11,14 @@ imported only when an address is checked).
 from __future__ import annotations
 
 import math
-from typing import Any
 
 from .errors import InvalidArgument, PayloadTooLarge
+
+# typing is imported for the type checker only: at run time it would cost the first pgraft
+# call of a PostgreSQL session more than the rest of the client (pgraft/client/sync.py).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 #: Highest node id and log index the wire format and the log carry (63 bits, signed-safe).
 MAX_ID = 2**63 - 1

@@ -7,7 +7,11 @@ and the ``sqlstate`` the PostgreSQL layer raises it with. Errors cross the clien
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+# typing is imported for the type checker only: at run time it would cost the first pgraft
+# call of a PostgreSQL session more than the rest of the client (pgraft/client/sync.py).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, ClassVar
 
 
 class PgraftError(Exception):

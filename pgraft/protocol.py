@@ -13,9 +13,14 @@ light (no asyncio, no frame codec, nothing the handshake does not need).
 from __future__ import annotations
 
 import struct
-from typing import Any
 
 import msgpack
+
+# typing is imported for the type checker only: at run time it would cost the first pgraft
+# call of a PostgreSQL session more than the rest of the client (pgraft/client/sync.py).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 #: Version spoken in the hello of peers and clients; both sides must agree.
 PROTOCOL_VERSION = 1

@@ -21,12 +21,14 @@ The asyncio client, the blocking client and :class:`NodeInfo` are imported on fi
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING, Any
 
 from ..protocol import MAX_FRAME_SIZE
 from ._target import DEFAULT_TIMEOUT, Target, format_endpoint, parse_target
 
+TYPE_CHECKING = False  # typing only for the type checker: see pgraft/errors.py
 if TYPE_CHECKING:
+    from typing import Any
+
     from ._nodeinfo import NodeInfo
     from .aio import AsyncClient, connect
     from .sync import Client

@@ -5,9 +5,6 @@ the asyncio and the blocking client cannot drift apart.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
-
 from ..checks import (
     check_address,
     check_data,
@@ -19,10 +16,14 @@ from ..checks import (
 )
 from ..errors import ProtocolError
 
+TYPE_CHECKING = False  # typing only for the type checker: see pgraft/errors.py
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
     from ._nodeinfo import NodeInfo
 
-Shape = Callable[[Any, str], Any]  # (the node's result, the target for messages) -> value
+    Shape = Callable[[Any, str], Any]  # (the node's result, the target for messages) -> value
 
 
 class Call:

@@ -20,9 +20,6 @@ and knows which ops write: a write that fails without an answer raises
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 from .._impl import core
 from ..errors import (
     CommitTimeout,
@@ -42,6 +39,11 @@ from ..protocol import (
     client_hello,
     encode_control,
 )
+
+TYPE_CHECKING = False  # typing only for the type checker: see pgraft/errors.py
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 #: Requests that propose a log entry: failing without an answer leaves their outcome unknown.
 WRITE_OPS = frozenset(("append", "kv_put", "kv_delete", "add_node", "remove_node"))

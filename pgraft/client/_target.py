@@ -11,11 +11,14 @@ from __future__ import annotations
 import os
 import socket
 import sys
-from typing import Any
 
 from ..checks import check_address, check_port
 from ..errors import ConnectionFailed, InvalidArgument
 from ..protocol import SOCKET_NAME
+
+TYPE_CHECKING = False  # typing only for the type checker: see pgraft/errors.py
+if TYPE_CHECKING:
+    from typing import Any
 
 #: Default timeout of a call and of connecting, in seconds.
 DEFAULT_TIMEOUT = 10.0

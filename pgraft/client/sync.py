@@ -22,8 +22,6 @@ import select
 import socket
 import sys
 import time
-from types import TracebackType
-from typing import TYPE_CHECKING, Any
 
 from ..checks import check_timeout
 from ..errors import PgraftError
@@ -38,7 +36,11 @@ from ._target import (
     parse_target,
 )
 
+TYPE_CHECKING = False  # typing only for the type checker: see pgraft/errors.py
 if TYPE_CHECKING:
+    from types import TracebackType
+    from typing import Any
+
     from ._nodeinfo import NodeInfo
 
 __all__ = ["Client"]
