@@ -1,11 +1,14 @@
 """The applied state of a node: what committed entries build.
 
-- the **membership view** (node id -> address, port, role), replaced whenever a membership
-  change entry is applied (the Raft core decides what the membership is; this is the copy that
-  clients read);
+- the **applied membership** (a :class:`pgraft.raft.Membership`: node id -> address, port,
+  role, and the removed ids), replaced whenever a membership change entry is applied (the Raft
+  core decides what the membership is; this is the copy that clients read and that snapshots
+  record);
 - the **KV store** (``kv_put``/``kv_delete`` commands carried by normal entries);
 - the **applied index** (and its term).
 
+This module owns the encoding of normal entries (:func:`encode_append`, :func:`encode_kv_put`,
+:func:`encode_kv_delete`) and their classification (:func:`describe_entry_data`, the tags).
 Normal entries carry a one-byte tag then a body, so that user payloads (``append``) and KV
 commands share the log without ambiguity; an empty entry is a leader's no-op:
 
@@ -22,45 +25,27 @@ tag   body                           apply result
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import msgpack
 
 from .errors import StorageCorrupted
+from .raft.membership import EMPTY, Member, Membership
 
 TAG_APPEND = 0
 TAG_KV = 1
-_APPEND_PREFIX = b"\x00"
+#: The first byte of a user ``append`` entry's data (``encode_append(p) == APPEND_PREFIX + p``;
+#: the node's hot path concatenates it inline).
+APPEND_PREFIX = b"\x00"
 _KV_PREFIX = b"\x01"
 
-VOTER = "voter"
-LEARNER = "learner"
-
 SNAPSHOT_FORMAT = 1
-
-
-@dataclass(frozen=True, slots=True)
-class Member:
-    node_id: int
-    address: str
-    port: int
-    role: str  # VOTER or LEARNER
-
-    def endpoint(self) -> str:
-        return f"[{self.address}]:{self.port}" if ":" in self.address else \
-            f"{self.address}:{self.port}"
-
-    def to_wire(self, leader_id: int) -> dict[str, Any]:
-        return {"node_id": self.node_id, "address": self.address, "port": self.port,
-                "role": self.role, "is_leader": self.node_id == leader_id}
 
 
 # ------------------------------------------------------------------ command encoding
 def encode_append(payload: bytes) -> bytes:
     """The entry data of a user ``append``."""
-    return _APPEND_PREFIX + payload
+    return APPEND_PREFIX + payload
 
 
 def encode_kv_put(key: str, value: str) -> bytes:
@@ -93,7 +78,8 @@ class AppliedState:
         self.applied_index = 0
         self.applied_term = 0
         self.kv: dict[str, str] = {}
-        self.members: dict[int, Member] = {}
+        #: The applied membership (the core's configuration as of ``membership_index``).
+        self.members: Membership = EMPTY
         self.membership_index = 0  # index of the last applied membership change
 
     # ---------------------------------------------------------------- apply
@@ -124,9 +110,10 @@ class AppliedState:
         # and refusing it would stop this node forever.
         return None
 
-    def set_membership(self, index: int, term: int, members: Iterable[Member]) -> None:
-        """Replace the membership view after applying a membership change at ``index``."""
-        self.members = {m.node_id: m for m in members}
+    def set_membership(self, index: int, term: int, members: Membership) -> None:
+        """Replace the membership after applying a membership change at ``index`` (or a
+        snapshot that ends there)."""
+        self.members = members
         self.membership_index = index
         if index > self.applied_index:
             self.applied_index = index
@@ -139,10 +126,12 @@ class AppliedState:
 
     # ---------------------------------------------------------------- reads
     def member_list(self, leader_id: int) -> list[dict[str, Any]]:
-        return [self.members[k].to_wire(leader_id) for k in sorted(self.members)]
+        """The members as ``get_nodes`` answers them (by node id)."""
+        return [{"node_id": i, "address": m.address, "port": m.port, "role": m.role,
+                 "is_leader": i == leader_id} for i, m in self.members.items()]
 
     def address_book(self) -> dict[int, tuple[str, int]]:
-        return {m.node_id: (m.address, m.port) for m in self.members.values()}
+        return {i: (m.address, m.port) for i, m in self.members.items()}
 
     # ---------------------------------------------------------------- snapshot
     def snapshot(self) -> bytes:
@@ -152,8 +141,7 @@ class AppliedState:
             "applied_index": self.applied_index,
             "applied_term": self.applied_term,
             "membership_index": self.membership_index,
-            "members": [[m.node_id, m.address, m.port, m.role]
-                        for m in self.members.values()],
+            "members": [[i, m.address, m.port, m.role] for i, m in self.members.items()],
             "kv": self.kv,
         }, use_bin_type=True)
 
@@ -163,7 +151,8 @@ class AppliedState:
             obj = msgpack.unpackb(bytes(data), raw=False, strict_map_key=False)
             if obj.get("format") != SNAPSHOT_FORMAT:
                 raise ValueError(f"unknown snapshot format {obj.get('format')!r}")
-            members = [Member(int(i), str(a), int(p), str(r)) for i, a, p, r in obj["members"]]
+            members = Membership({int(i): Member(str(a), int(p), str(r))
+                                  for i, a, p, r in obj["members"]})
             kv = {str(k): str(v) for k, v in obj["kv"].items()}
             applied_index = int(obj["applied_index"])
             applied_term = int(obj["applied_term"])
@@ -171,7 +160,9 @@ class AppliedState:
         except (ValueError, TypeError, KeyError, AttributeError,
                 msgpack.UnpackException) as exc:
             raise StorageCorrupted(f"state snapshot cannot be decoded: {exc}") from None
-        self.members = {m.node_id: m for m in members}
+        # The removed ids are not in the state data: the snapshot's metadata carries the full
+        # membership, and the node sets it right after restoring (Node.snapshot_installed).
+        self.members = members
         self.kv = kv
         self.applied_index = applied_index
         self.applied_term = applied_term

@@ -1,13 +1,17 @@
-"""Peer connections, the TCP listener and the Unix socket server of one node.
+"""The TCP listener and the Unix socket server of one node: every inbound connection.
 
-Wire format and handshake: ``docs/protocol.md``. Every node dials every peer it knows (one
-outbound connection per peer, used only for writing RAFT frames); inbound connections are
-read-only for peers and request/response for clients. The TCP port serves both peers and
-clients (the first CONTROL frame tells them apart); ``<data_dir>/node.sock`` serves clients.
+Wire format and handshake: ``docs/protocol.md``. Inbound connections are read-only for peers
+(each peer writes on the connection it dialled: pgraft.node.peers) and request/response for
+clients. The TCP port serves both peers and clients (the first CONTROL frame tells them apart);
+``<data_dir>/node.sock`` serves clients. Before a connection is read: the admission limits
+(connections in all, per address; the OS user of a Unix socket client); then the hello, the
+cluster secret's challenge, TLS certificates, and for a peer the identity gate
+(:class:`PeerGate`: cluster id and incarnation), so that a refused peer's messages never reach
+the core.
 
-Bounds (DESIGN rule 7): every frame is capped by ``max_frame``; each peer has a queue bounded in
-frames and bytes, and the oldest frames are dropped when it is full — a dead or slow peer costs
-bounded memory, and Raft retransmits whatever was lost.
+Bounds (docs/design.md rule 7): every frame is capped by ``max_frame``, a handshake by
+``HANDSHAKE_MAX_BYTES`` and ``handshake_timeout``, a client's requests in flight by
+``max_client_inflight`` (pgraft.node.server).
 """
 
 from __future__ import annotations
@@ -16,29 +20,22 @@ import asyncio
 import contextlib
 import logging
 import os
-import random
 import socket
-import ssl
 import struct
-from collections import deque
-from collections.abc import Iterable
 from typing import Any, Protocol, cast
 
 import msgpack
 
 from .._impl import core
-from ..auth import ClientAuth, RateLimitedLog, ServerChallenge, server_challenge
+from ..auth import RateLimitedLog, ServerChallenge, server_challenge
 from ..errors import (
     AuthenticationFailed,
     DecodeError,
-    MemberRefused,
     Overloaded,
     PgraftError,
     ProtocolError,
     StorageError,
-    from_wire,
 )
-from ..tls import describe_ssl_error
 from .metrics import Metrics
 from .security import HANDSHAKE_MAX_BYTES, LoadedSecurity, is_loopback
 
@@ -53,15 +50,13 @@ _Message = Any  # pgraft._impl.core.Message
 
 
 class MessageSink(Protocol):
-    """What the transport delivers peer traffic to (the Node)."""
+    """What the listener delivers peer traffic to (the Node)."""
 
     def receive_messages(self, messages: list[_Message]) -> None: ...
 
-    def report_unreachable(self, peer_id: int) -> None: ...
-
 
 class ClientHandler(Protocol):
-    """What the transport hands client requests to (pgraft.server.Server)."""
+    """What the listener hands client requests to (pgraft.node.server.Server)."""
 
     def handle_request(self, conn: ClientConnection, request: Any) -> None: ...
 
@@ -69,12 +64,25 @@ class ClientHandler(Protocol):
 
 
 class PeerGate(Protocol):
-    """Who may be a peer (pgraft.identity.NodeIdentity): the fields this node shows in the
-    peer handshake, and the check of what a peer showed (a refusal, or None to admit it)."""
+    """Who may be a peer (pgraft.node.identity.NodeIdentity): the fields this node shows in
+    the peer handshake, and the check of what a peer showed (a refusal, or None to admit it).
+    Both sides of a peer connection ask it (pgraft.node.peers dials)."""
 
     def hello_fields(self) -> dict[str, str]: ...
 
     def check_peer(self, peer_id: int, fields: dict[str, Any]) -> PgraftError | None: ...
+
+
+class PeerDirectory(Protocol):
+    """What the listener tells the outbound side about peers (pgraft.node.peers.Peers)."""
+
+    def report_refused(self, peer_id: int, refusal: PgraftError) -> None: ...
+
+    def admitted(self, peer_id: int) -> None: ...
+
+    def announced(self, peer_id: int, address: str, port: int) -> None: ...
+
+    def dialled_by(self, peer_id: int) -> None: ...
 
 
 # CONTROL frames (docs/protocol.md) are encoded here with one reused msgpack Packer, and the
@@ -103,7 +111,7 @@ def encode_control(obj: Any) -> bytes:
     return _HEAD.pack(len(body) + 1, _KIND_CONTROL) + body
 
 
-def _set_nodelay(transport: asyncio.BaseTransport) -> None:
+def set_nodelay(transport: asyncio.BaseTransport) -> None:
     sock = transport.get_extra_info("socket")
     if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
         with contextlib.suppress(OSError):
@@ -185,7 +193,7 @@ class ClientConnection:
 class _Inbound(asyncio.Protocol):
     """A connection accepted on the TCP port or the Unix socket."""
 
-    def __init__(self, owner: Transport, allow_peers: bool) -> None:
+    def __init__(self, owner: Listener, allow_peers: bool) -> None:
         self._owner = owner
         self._allow_peers = allow_peers
         self._transport: asyncio.Transport | None = None
@@ -205,7 +213,7 @@ class _Inbound(asyncio.Protocol):
         transport = cast(asyncio.Transport, transport)
         self._transport = transport
         self._where = _describe(transport)
-        _set_nodelay(transport)
+        set_nodelay(transport)
         owner = self._owner
         owner._inbound.add(self)
         refusal = owner._admit(self, transport)
@@ -348,24 +356,20 @@ class _Inbound(asyncio.Protocol):
         if item.get("hello") == "peer":
             peer_id = self._peer_id
             gate = owner.peer_gate
+            peers = owner.peers
             if gate is not None:
                 refusal = gate.check_peer(peer_id, item)
                 if refusal is not None:
-                    owner.report_refused(peer_id, refusal)
+                    peers.report_refused(peer_id, refusal)
                     self._refuse(refusal)
                     return
-                owner.refused.pop(peer_id, None)
+                peers.admitted(peer_id)
             self._mode = "peer"
             address, port = item.get("address"), item.get("port")
             if (isinstance(address, str) and address and isinstance(port, int)
                     and not isinstance(port, bool) and 0 < port < 65536):
-                owner.hints[peer_id] = (address, port)
-            link = owner.links.get(peer_id)
-            if link is not None and not link.connected:
-                # The peer is evidently up (it just dialled us): dial it back now rather than
-                # when the backoff ends (up to backoff_max later). Its replies to us travel on
-                # that link: waiting for it delayed elections after a restart by up to a second.
-                link.kick()
+                peers.announced(peer_id, address, port)
+            peers.dialled_by(peer_id)  # it is evidently up: dial it back now
             ok: dict[str, Any] = {"hello": "ok", "node_id": owner.node_id,
                                   "version": PROTOCOL_VERSION}
             if gate is not None:
@@ -447,277 +451,24 @@ class _Inbound(asyncio.Protocol):
             self._transport.abort()
 
 
-# --------------------------------------------------------------------------- outbound
-class _Outbound(asyncio.Protocol):
-    """The dialling side of a peer connection: it sends the hello, waits for ``ok``, then only
-    writes."""
-
-    def __init__(self, link: PeerLink) -> None:
-        self._link = link
-        self._decoder = core.FrameDecoder(link.owner.max_frame)
-        self.transport: asyncio.Transport | None = None
-        loop = link.owner.loop
-        self.hello: asyncio.Future[Any] = loop.create_future()
-        self.closed: asyncio.Future[Exception | None] = loop.create_future()
-        self.paused = False
-        secret = link.owner.secret
-        self._auth = ClientAuth(secret, "peer", link.owner.node_id, link.peer_id) \
-            if secret is not None else None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport = cast(asyncio.Transport, transport)
-        self.transport = transport
-        _set_nodelay(transport)
-        transport.set_write_buffer_limits(high=self._link.owner.max_write_buffer)
-        hello: dict[str, Any] = {"hello": "peer", "node_id": self._link.owner.node_id,
-                                 "version": PROTOCOL_VERSION}
-        advertise = self._link.owner.advertise
-        if advertise is not None:
-            # Optional extension of the peer hello: where the dialling node listens.
-            hello["address"], hello["port"] = advertise
-        if self._auth is not None:
-            hello.update(self._auth.hello_fields())
-        gate = self._link.owner.peer_gate
-        if gate is not None:
-            hello.update(gate.hello_fields())
-        transport.write(core.encode_control(hello))
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            items = self._decoder.feed(data)
-        except DecodeError as exc:
-            self._fail(ProtocolError(f"malformed frame from peer: {exc.message}"))
-            return
-        for item in items:
-            if not self.hello.done():
-                auth = self._auth
-                if auth is not None and not (isinstance(item, dict)
-                                             and item.get("hello") == "error"):
-                    # The node's challenge: check its proof, answer with ours; its "ok" or
-                    # refusal comes next.
-                    self._auth = None
-                    try:
-                        proof = auth.answer(item)
-                    except AuthenticationFailed as exc:
-                        self._fail(exc)
-                        return
-                    assert self.transport is not None
-                    self.transport.write(core.encode_control(proof))
-                    continue
-                self.hello.set_result(item)
-            else:
-                self._fail(ProtocolError("unexpected frame on an outbound peer connection"))
-                return
-
-    def _fail(self, exc: Exception) -> None:
-        if not self.hello.done():
-            self.hello.set_exception(exc)
-        if self.transport is not None:
-            self.transport.abort()
-
-    def pause_writing(self) -> None:
-        self.paused = True
-
-    def resume_writing(self) -> None:
-        self.paused = False
-        self._link.flush()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.hello.done():
-            self.hello.set_exception(exc or ConnectionResetError("connection closed"))
-        if not self.closed.done():
-            self.closed.set_result(exc)
-
-
-class PeerLink:
-    """The one outbound connection to a peer, with reconnect + exponential backoff with jitter
-    and a bounded queue of encoded frames."""
-
-    def __init__(self, owner: Transport, peer_id: int, address: str, port: int) -> None:
-        self.owner = owner
-        self.peer_id = peer_id
-        self.address = address
-        self.port = port
-        self.queue: deque[bytes] = deque()
-        self.queued_bytes = 0
-        self.dropped = 0
-        self.connected = False
-        self._proto: _Outbound | None = None
-        self._closing = False
-        self._wake = asyncio.Event()
-        self._reported_failure = False
-        self._task = owner.loop.create_task(self._run(), name=f"pgraft-peer-{peer_id}")
-
-    @property
-    def endpoint(self) -> str:
-        return f"[{self.address}]:{self.port}" if ":" in self.address else \
-            f"{self.address}:{self.port}"
-
-    def enqueue(self, frame: bytes) -> None:
-        owner = self.owner
-        self.queue.append(frame)
-        self.queued_bytes += len(frame)
-        while len(self.queue) > 1 and (len(self.queue) > owner.max_queue_frames
-                                       or self.queued_bytes > owner.max_queue_bytes):
-            old = self.queue.popleft()
-            self.queued_bytes -= len(old)
-            self.dropped += 1
-            owner.metrics.messages_dropped += 1
-
-    def flush(self) -> None:
-        proto = self._proto
-        if not self.connected or proto is None or proto.paused or not self.queue:
-            return
-        transport = proto.transport
-        if transport is None or transport.is_closing():
-            # Lost or aborted, and _run has not seen it yet (uvloop raises on a write to a
-            # closed handle): keep the queue for the next connection.
-            return
-        queue = self.queue
-        self.owner.metrics.bytes_sent += self.queued_bytes
-        if len(queue) == 1:
-            transport.write(queue[0])
-        else:
-            transport.writelines(queue)
-        queue.clear()
-        self.queued_bytes = 0
-
-    def update_address(self, address: str, port: int) -> None:
-        if (address, port) != (self.address, self.port):
-            self.address, self.port = address, port
-            if self._proto is not None and self._proto.transport is not None:
-                self._proto.transport.abort()
-
-    async def _run(self) -> None:
-        owner = self.owner
-        loop = owner.loop
-        attempt = 0
-        while not self._closing:
-            proto: _Outbound | None = None
-            try:
-                _, proto = await asyncio.wait_for(
-                    loop.create_connection(
-                        lambda: _Outbound(self), self.address, self.port, ssl=owner.client_ssl,
-                        server_hostname=self.address if owner.client_ssl is not None
-                        else None),
-                    owner.connect_timeout)
-                assert proto is not None  # create_connection returned its protocol
-                reply = await asyncio.wait_for(proto.hello, owner.connect_timeout)
-                if (isinstance(reply, dict) and isinstance(reply.get("error"), dict)
-                        and reply["error"].get("code") == MemberRefused.code):
-                    refused = from_wire(reply["error"])  # the peer refuses us: say why
-                    owner.report_refused(self.peer_id, refused)
-                    raise refused
-                if not isinstance(reply, dict) or reply.get("hello") != "ok":
-                    reason = reply.get("error", {}).get("message") if isinstance(
-                        reply, dict) else reply
-                    raise ProtocolError(f"handshake refused: {reason}")
-                if reply.get("node_id") != self.peer_id:
-                    raise ProtocolError(f"{self.endpoint} is node {reply.get('node_id')}, "
-                                        f"not node {self.peer_id}")
-                gate = owner.peer_gate
-                refusal = gate.check_peer(self.peer_id, reply) if gate is not None else None
-                if refusal is not None:
-                    owner.report_refused(self.peer_id, refusal)
-                    raise refusal
-                owner.refused.pop(self.peer_id, None)
-            except asyncio.CancelledError:
-                if proto is not None and proto.transport is not None:
-                    proto.transport.abort()
-                raise
-            except (TimeoutError, OSError, PgraftError, ConnectionError) as exc:
-                if proto is not None and proto.transport is not None:
-                    proto.transport.abort()
-                if not self._reported_failure and not isinstance(exc, MemberRefused):
-                    self._reported_failure = True  # (report_refused logged a refusal)
-                    if isinstance(exc, AuthenticationFailed | ssl.SSLError):
-                        log.warning("node %d: peer %d at %s refused: %s", owner.node_id,
-                                    self.peer_id, self.endpoint,
-                                    exc.message if isinstance(exc, PgraftError)
-                                    else describe_ssl_error(exc))
-                    else:
-                        log.info("node %d: peer %d at %s unreachable: %s", owner.node_id,
-                                 self.peer_id, self.endpoint, exc or type(exc).__name__)
-                attempt += 1
-                await self._backoff(attempt)
-                continue
-            assert proto is not None  # the handshake above succeeded on it
-            attempt = 0
-            self._reported_failure = False
-            self._proto = proto
-            self.connected = True
-            owner.metrics.peer_connects += 1
-            log.info("node %d: connected to peer %d at %s", owner.node_id, self.peer_id,
-                     self.endpoint)
-            self.flush()
-            try:
-                exc2 = await proto.closed
-            except asyncio.CancelledError:
-                if proto.transport is not None:
-                    proto.transport.abort()
-                self.connected = False
-                raise
-            self.connected = False
-            self._proto = None
-            owner.metrics.peer_disconnects += 1
-            if not self._closing:
-                log.info("node %d: disconnected from peer %d at %s%s", owner.node_id,
-                         self.peer_id, self.endpoint, f": {exc2}" if exc2 else "")
-                owner.sink.report_unreachable(self.peer_id)
-                attempt = 1
-                await self._backoff(attempt)
-
-    async def _backoff(self, attempt: int) -> None:
-        owner = self.owner
-        delay = min(owner.backoff_max, owner.backoff_base * (2 ** min(attempt - 1, 16)))
-        delay *= random.uniform(0.5, 1.0)
-        if self._wake.is_set():  # kicked during the attempt that just failed: retry at once
-            self._wake.clear()
-            return
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), delay)
-        self._wake.clear()
-
-    def kick(self) -> None:
-        """Retry a connection now instead of waiting out the backoff."""
-        self._wake.set()
-
-    async def close(self) -> None:
-        self._closing = True
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        proto = self._proto
-        if proto is not None and proto.transport is not None:
-            proto.transport.abort()
-        self.connected = False
-        self.queue.clear()
-        self.queued_bytes = 0
-
-
-# --------------------------------------------------------------------------- transport
-class Transport:
-    """Listener, Unix socket and peer links of one node."""
+# ---------------------------------------------------------------------------- listener
+class Listener:
+    """The TCP listener and the Unix socket of one node."""
 
     def __init__(self, node_id: int, host: str, port: int, sink: MessageSink,
-                 client_handler: ClientHandler, metrics: Metrics, *,
+                 client_handler: ClientHandler, metrics: Metrics, peers: PeerDirectory, *,
                  unix_path: str | None = None, max_frame: int = 64 * 1024 * 1024,
-                 max_queue_frames: int = 4096, max_queue_bytes: int = 64 * 1024 * 1024,
-                 max_write_buffer: int = 4 * 1024 * 1024, connect_timeout: float = 2.0,
-                 backoff_base: float = 0.02, backoff_max: float = 1.0,
-                 advertise: tuple[str, int] | None = None,
                  loop: asyncio.AbstractEventLoop | None = None,
                  security: LoadedSecurity | None = None,
                  peer_gate: PeerGate | None = None) -> None:
         self.node_id = node_id
         #: Admits peers by cluster id and incarnation (None: every peer is admitted).
         self.peer_gate = peer_gate
-        #: Peers refused by the gate, with the reason (shown by status; logged once each).
-        self.refused: dict[int, PgraftError] = {}
-        #: Cluster secret (None: no authentication) and TLS contexts (README: Security).
+        #: Told of refused, admitted and announcing peers (pgraft.node.peers.Peers).
+        self.peers = peers
+        #: Cluster secret (None: no authentication) and TLS context (README: Security).
         self.secret = security.secret if security is not None else None
         self.server_ssl = security.server_ssl if security is not None else None
-        self.client_ssl = security.client_ssl if security is not None else None
         limits = security.config if security is not None else None
         self.max_connections = limits.max_connections if limits else 1024
         self.max_connections_per_address = limits.max_connections_per_address if limits \
@@ -732,30 +483,9 @@ class Transport:
         self.metrics = metrics
         self.unix_path = unix_path
         self.max_frame = max_frame
-        self.max_queue_frames = max_queue_frames
-        self.max_queue_bytes = max_queue_bytes
-        self.max_write_buffer = max_write_buffer
-        self.connect_timeout = connect_timeout
-        self.backoff_base = backoff_base
-        self.backoff_max = backoff_max
         self.loop = loop or asyncio.get_running_loop()
-        self.links: dict[int, PeerLink] = {}
-        #: Where this node tells its peers it listens (sent in the peer hello).
-        self.advertise = advertise
-        #: Addresses that dialling peers announced in their hello: a node that was just added
-        #: learns where the leader is before its log tells it.
-        self.hints: dict[int, tuple[str, int]] = {}
         self._inbound: set[_Inbound] = set()
         self._servers: list[asyncio.AbstractServer] = []
-        self._encode = core.encode_message
-
-    def report_refused(self, peer_id: int, refusal: PgraftError) -> None:
-        """A peer failed the gate: say so once per reason, loudly (an operator must act)."""
-        previous = self.refused.get(peer_id)
-        self.refused[peer_id] = refusal
-        if previous is None or previous.message != refusal.message:
-            log.error("node %d: refused peer %d: %s (hint: %s)", self.node_id, peer_id,
-                      refusal.message, refusal.hint)
 
     async def start(self) -> None:
         loop = self.loop
@@ -832,64 +562,12 @@ class Transport:
             else:
                 self._per_address.pop(address, None)
 
-    # ---------------------------------------------------------------- peers
-    def set_peers(self, peers: dict[int, tuple[str, int]]) -> None:
-        """Dial exactly ``peers`` (id -> (address, port)); this node's own id is skipped."""
-        for peer_id in list(self.links):
-            if peer_id not in peers:
-                link = self.links.pop(peer_id)
-                self.loop.create_task(link.close())
-        for peer_id, (address, port) in peers.items():
-            if peer_id == self.node_id:
-                continue
-            existing = self.links.get(peer_id)
-            if existing is None:
-                self.links[peer_id] = PeerLink(self, peer_id, address, port)
-            else:
-                existing.update_address(address, port)
-
-    def send(self, messages: Iterable[_Message]) -> None:
-        """Queue ``messages`` on their peers' links and write them out (one write per peer)."""
-        links = self.links
-        touched: list[PeerLink] = []
-        encode = self._encode
-        metrics = self.metrics
-        for msg in messages:
-            link = links.get(msg.dst)
-            if link is None:
-                hint = self.hints.get(msg.dst)
-                if hint is None or msg.dst == self.node_id:
-                    metrics.messages_dropped += 1
-                    continue
-                link = links[msg.dst] = PeerLink(self, msg.dst, hint[0], hint[1])
-            frame = encode(msg)
-            if len(frame) - 4 > self.max_frame:
-                log.error("node %d: dropped a %d-byte message to peer %d: over the frame cap of %d",
-                          self.node_id,
-                          len(frame), msg.dst, self.max_frame)
-                metrics.messages_dropped += 1
-                continue
-            if not link.queue:
-                touched.append(link)
-            link.enqueue(frame)
-            metrics.messages_sent += 1
-        for link in touched:
-            link.flush()
-
-    def peer_connected(self, peer_id: int) -> bool:
-        link = self.links.get(peer_id)
-        return link is not None and link.connected
-
     # -------------------------------------------------------------- shutdown
     async def close(self) -> None:
         for server in self._servers:
             server.close()
         for conn in list(self._inbound):
             conn.abort()
-        links = list(self.links.values())
-        self.links.clear()
-        for link in links:
-            await link.close()
         for server in self._servers:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(server.wait_closed(), 1.0)
@@ -897,4 +575,3 @@ class Transport:
         if self.unix_path is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.unix_path)
-

@@ -1,10 +1,12 @@
-"""Client request dispatch: every op of ``docs/protocol.md``.
+"""Client request dispatch (every op of ``docs/protocol.md``) and the wire-shaped views.
 
 A request is ``{"id": INT, "op": STR, "args": {...}}``; the answer is
 ``{"id", "ok": true, "result"}`` or ``{"id", "ok": false, "error": PgraftError.to_wire()}``.
 Arguments are validated here (a bad argument changes nothing); the decisions (is this node the
 leader, may this membership change be proposed) are the Raft core's, reached through
-:class:`pgraft.node.Node`.
+:class:`pgraft.node.node.Node`. The views (:func:`status`, :func:`log_stats`,
+:func:`entry`) read the node and its collaborators and shape what ``status``, ``log_stats``
+and ``get_entry`` answer.
 
 The hot ops (``append``, ``kv_put``, ``kv_delete``) take no coroutine: the proposal future gets
 a done-callback that writes the response, and one timer enforces the request's timeout.
@@ -16,8 +18,9 @@ import asyncio
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from .._impl import core
 from ..deadlines import DeadlineWheel
 from ..errors import (
     CommitTimeout,
@@ -28,11 +31,11 @@ from ..errors import (
     ProtocolError,
     Timeout,
 )
+from ..state import describe_entry_data
 from ..validate import check_address as validate_address
+from .config import endpoint
 from .listener import ClientConnection
-
-if TYPE_CHECKING:
-    from .node import Node
+from .node import Node
 
 log = logging.getLogger("pgraft.server")
 
@@ -40,6 +43,7 @@ MAX_ID = (1 << 63) - 1
 MAX_KEY_BYTES = 64 * 1024
 #: Granularity (seconds) of request deadlines.
 DEADLINE_RESOLUTION = 0.05
+ENTRY_CONF_CHANGE = core.ENTRY_CONF_CHANGE
 
 
 # ------------------------------------------------------------------------ validation
@@ -136,7 +140,8 @@ def _expire_reply(reply: _Reply) -> None:
 
 
 class Server:
-    """Answers client requests for one :class:`~pgraft.node.Node`."""
+    """Answers client requests for one :class:`~pgraft.node.node.Node` (the listener's
+    :class:`~pgraft.node.listener.ClientHandler`)."""
 
     def __init__(self, node: Node) -> None:
         self.node = node
@@ -157,8 +162,8 @@ class Server:
             "get_leader": lambda a: node.get_leader(),
             "get_term": lambda a: node.term,
             "is_leader": lambda a: node.is_leader,
-            "status": lambda a: node.status(),
-            "log_stats": lambda a: node.log_stats(),
+            "status": lambda a: status(node),
+            "log_stats": lambda a: log_stats(node),
             "get_entry": self._get_entry,
         }
 
@@ -306,5 +311,80 @@ class Server:
 
     def _get_entry(self, args: dict[str, Any]) -> dict[str, Any] | None:
         index = _int_arg(args, "index", 1, MAX_ID, "log indexes start at 1")
-        return self.node.get_entry(index)
+        return entry(self.node, index)
+
+
+# ------------------------------------------------------------------------------ views
+def log_stats(node: Node) -> dict[str, Any]:
+    """The ``log_stats`` answer: the log's bounds, commit and applied index, snapshot, size."""
+    st = node.raw.log
+    storage = node.storage
+    return {"first_index": st.first_index(), "last_index": st.last_index(),
+            "commit_index": st.committed, "applied_index": node.state.applied_index,
+            "snapshot_index": storage.snapshot_meta().index,
+            "log_bytes": storage.byte_size}
+
+
+def status(node: Node) -> dict[str, Any]:
+    """The ``status`` answer: the core's status, the log, snapshots, peers and metrics."""
+    st = node.raw.status()
+    progress = {i: {"match": p.match, "next": p.next, "state": p.state,
+                    "recent_active": p.recent_active, "learner": p.learner}
+                for i, p in st.progress.items()}
+    stats = log_stats(node)
+    state = node.state
+    peers = node.peers
+    identity = node.identity
+    disk_full = node.disk_full
+    return {
+        "node_id": node.node_id,
+        "role": st.role,
+        "term": st.term,
+        "vote": st.vote,
+        "leader_id": st.leader_id or None,
+        "leader_address": node.address_of(st.leader_id),
+        "commit_index": st.commit,
+        "applied_index": state.applied_index,
+        "first_index": stats["first_index"],
+        "last_index": st.last_index,
+        "snapshot_index": stats["snapshot_index"],
+        "log_bytes": stats["log_bytes"],
+        "snapshot": node.snapshots.status(),
+        "num_nodes": len(state.members),
+        "membership": st.membership.to_list(),
+        "transferee": st.transferee or None,
+        "progress": progress,
+        "peers": {i: {"address": endpoint(*a), "connected": peers.peer_connected(i)}
+                  for i, a in node.peer_book.items()},
+        "disk_full": disk_full.message if disk_full is not None else None,
+        "cluster_id": identity.cluster_id,
+        "incarnation": identity.incarnation,
+        "refused_peers": {i: exc.message for i, exc in peers.refused.items()},
+        "implementation": core.__name__.rsplit(".", 1)[-1],
+        "metrics": node.metrics.snapshot(
+            term=st.term, role=st.role, commit_index=st.commit,
+            applied_index=state.applied_index, last_index=st.last_index,
+            progress=progress),
+    }
+
+
+def entry(node: Node, index: int) -> dict[str, Any] | None:
+    """The ``get_entry`` answer: the entry at ``index`` (None if compacted or beyond the log),
+    its kind and user-visible data."""
+    raw = node.raw
+    if index > raw.log.last_index():
+        return None
+    try:
+        ents = raw.log.slice(index, index + 1, 1 << 62)
+    except Exception:  # compacted
+        return None
+    if not ents:
+        return None
+    e = ents[0]
+    if e.type == ENTRY_CONF_CHANGE:
+        kind, data = "conf_change", bytes(e.data)
+    else:
+        kind, data = describe_entry_data(e.data)
+    return {"index": e.index, "term": e.term, "type": e.type, "kind": kind,
+            "data": data, "committed": e.index <= raw.log.committed}
 

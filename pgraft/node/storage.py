@@ -6,7 +6,7 @@ A node's data directory::
     node_id         the node id this directory belongs to (written once)
     log/            pgraft._impl.log.Log segments
     hardstate       pgraft._impl.log.HardStateFile (term, vote, commit, synced watermark)
-    snap/           the last snapshot of the applied state (pgraft.snapshot.SnapshotStore)
+    snap/           the last snapshot of the applied state (pgraft.node.snapfile.SnapshotStore)
     node.sock       the Unix socket for local clients (made by the transport)
     STORAGE_FAILED  only after an I/O error: when, which file, what error (see below)
 
@@ -59,7 +59,7 @@ from ..errors import PgraftError, StorageCorrupted, StorageError, StorageFull
 from ..fsutil import errno_text, fsync_dir, io_error, write_file_atomic
 from ..raft.storage import Compacted
 from ..raft.types import HardState, SnapshotMeta
-from .snapshots import SnapshotStore
+from .snapfile import SnapshotStore
 
 log = logging.getLogger("pgraft.storage")
 

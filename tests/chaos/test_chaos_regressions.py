@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from types import SimpleNamespace
 
-from pgraft.node.listener import PeerLink
+from pgraft.node.peers import PeerLink
 
 
 def test_flush_to_a_peer_whose_connection_just_closed_does_not_raise() -> None:
@@ -51,18 +51,17 @@ def test_overwritten_proposal_is_not_reported_as_certainly_uncommitted() -> None
     the entry can become leader and commit it (Raft's Figure 8), so only an applied entry of
     another term at that index makes the failure certain; the other case says "unknown"."""
     from pgraft.node.metrics import Metrics
-    from pgraft.node.node import Node, _Pending
+    from pgraft.node.waiters import Pending, Proposals
 
     async def scenario() -> None:
         loop = asyncio.get_running_loop()
-        node = Node.__new__(Node)
-        node.metrics = Metrics()
-        replaced = _Pending(3, loop.create_future(), 0.0)
-        node._fail_overwritten(7, replaced)
+        proposals = Proposals(Metrics())
+        replaced = Pending(3, loop.create_future(), 0.0)
+        proposals.fail_overwritten(7, replaced)
         msg = replaced.future.exception().message
         assert "unknown" in msg and "not committed" not in msg
-        superseded = _Pending(3, loop.create_future(), 0.0)
-        node._fail_overwritten(7, superseded, certain=True)
+        superseded = Pending(3, loop.create_future(), 0.0)
+        proposals.fail_overwritten(7, superseded, certain=True)
         assert "it was not committed" in superseded.future.exception().message
 
     asyncio.run(scenario())

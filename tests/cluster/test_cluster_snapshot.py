@@ -21,7 +21,7 @@ import time
 
 import pgraft
 from pgraft.errors import PgraftError
-from pgraft.node.snapshots import SNAP_DIR
+from pgraft.node.snapfile import SNAP_DIR
 from tests.support.cluster import cluster_factory_fixture, wait_until  # noqa: F401
 
 

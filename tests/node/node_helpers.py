@@ -12,7 +12,7 @@ from typing import Any
 
 import uvloop
 
-from pgraft.node import Node, NodeConfig
+from pgraft.node import Node, NodeConfig, start_node
 
 ELECTION_MS = 300
 HEARTBEAT_MS = 30
@@ -89,8 +89,7 @@ class Cluster:
                           initial_cluster=dict(self.initial) if bootstrap else None, **opts)
 
     async def start(self, node_id: int, *, bootstrap: bool = True, **kw: Any) -> Node:
-        node = Node(self.config(node_id, bootstrap=bootstrap, **kw))
-        await node.start()
+        node = await start_node(self.config(node_id, bootstrap=bootstrap, **kw))
         self.nodes[node_id] = node
         return node
 

@@ -7,6 +7,7 @@ import asyncio
 from node_helpers import Cluster, run
 
 import pgraft
+from pgraft.node.server import entry, status
 
 
 def test_election_and_append_everywhere(tmpdir_short: str) -> None:
@@ -21,7 +22,7 @@ def test_election_and_append_everywhere(tmpdir_short: str) -> None:
             assert indexes == sorted(indexes) and len(set(indexes)) == 20
             await c.wait_applied(indexes[-1])
             for n in c.nodes.values():
-                e = n.get_entry(indexes[5])
+                e = entry(n, indexes[5])
                 assert e is not None and e["data"] == b"x5" and e["kind"] == "append"
                 assert [m["node_id"] for m in n.get_nodes()] == [1, 2, 3]
         finally:
@@ -56,7 +57,7 @@ def test_group_commit_and_status_metrics(tmpdir_short: str) -> None:
             assert set(m["replication_lag"]) == set(st["progress"])
             assert stats["last_index"] >= max(indexes) and stats["log_bytes"] > 0
             follower = next(n for n in c.nodes.values() if not n.is_leader)
-            fst = follower.status()
+            fst = status(follower)
             assert fst["role"] == "follower" and fst["progress"] == {}
         finally:
             await c.stop_all()

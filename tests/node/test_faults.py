@@ -13,7 +13,8 @@ from node_helpers import Cluster, eventually, run, wait_for
 import pgraft
 from pgraft._impl import core
 from pgraft.errors import PgraftError, StorageError
-from pgraft.node import Node
+from pgraft.node import start_node
+from pgraft.node.server import entry
 
 
 def test_leader_crash_mid_appends_keeps_every_acknowledged_append(tmpdir_short: str) -> None:
@@ -50,13 +51,13 @@ def test_leader_crash_mid_appends_keeps_every_acknowledged_append(tmpdir_short: 
             await c.wait_applied(index)
             for n in c.nodes.values():
                 for i, payload in acked.items():
-                    e = n.get_entry(i)
+                    e = entry(n, i)
                     assert e is not None and e["data"] == payload, (n.node_id, i)
             # the crashed leader comes back and converges on the same log
             await c.start(old)
             await c.wait_applied(index)
             for i, payload in acked.items():
-                e = c.nodes[old].get_entry(i)
+                e = entry(c.nodes[old], i)
                 assert e is not None and e["data"] == payload
         finally:
             await c.stop_all()
@@ -193,16 +194,15 @@ def test_data_dir_lock_and_node_id(tmpdir_short: str) -> None:
             node = await c.start(1)
             await c.wait_leader()
             # a second node on the same directory is refused while the first runs
-            other = Node(c.config(1))
             with pytest.raises(StorageError, match="locked by another running node"):
-                await other.start()
+                await start_node(c.config(1))
             await c.stop(1)
             # another node id on this directory is refused
             cfg = c.config(1)
             cfg.node_id = 7
             cfg.initial_cluster = None
             with pytest.raises(StorageError, match="belongs to node 1, not node 7"):
-                await Node(cfg).start()
+                await start_node(cfg)
             # the right node starts again, and its state is intact
             node = await c.start(1)
             await c.wait_leader()

@@ -8,6 +8,7 @@ from node_helpers import Cluster, eventually, run, wait_for
 
 import pgraft
 from pgraft.errors import NotLeaderError
+from pgraft.node.server import entry
 
 
 def views(c: Cluster) -> dict[int, list[tuple[int, str, int, str]]]:
@@ -44,7 +45,7 @@ def test_seed_walkthrough_add_node_on_leader(tmpdir_short: str) -> None:
             # node 4 replicates and applies what comes next
             index = await lead.propose_append(b"after-add")
             await c.wait_applied(index)
-            e = c.nodes[4].get_entry(index)
+            e = entry(c.nodes[4], index)
             assert e is not None and e["data"] == b"after-add"
         finally:
             await c.stop_all()

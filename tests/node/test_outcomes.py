@@ -12,6 +12,7 @@ from node_helpers import Cluster, run, wait_for
 import pgraft
 from pgraft.errors import CommitTimeout, OutcomeUnknown, PgraftError, Unavailable
 from pgraft.node import Node
+from pgraft.node.server import log_stats
 
 
 def test_write_errors_say_whether_the_entry_entered_a_log(tmpdir_short: str) -> None:
@@ -64,10 +65,9 @@ def test_no_leader_write_is_unavailable_not_outcome_unknown(tmpdir_short: str) -
 
 def _isolate(node: Node) -> tuple[Any, Any]:
     """Cut ``node`` off in both directions (in process); returns what undoes it."""
-    transport = node.transport
-    assert transport is not None
-    send, receive = transport.send, node.receive_messages
-    transport.send = lambda msgs: None  # type: ignore[method-assign]
+    peers = node.peers
+    send, receive = peers.send, node.receive_messages
+    peers.send = lambda msgs: None  # type: ignore[method-assign]
     node.receive_messages = lambda msgs: None  # type: ignore[method-assign]
     return send, receive
 
@@ -86,25 +86,25 @@ def test_proposals_dropped_by_a_snapshot_install_are_answered(tmpdir_short: str)
             send, receive = _isolate(old)
             # proposals that only the isolated leader's log holds
             futures = [old.propose_append(b"lost-%d" % i) for i in range(150)]
-            assert len(old._pending) == 150
+            assert len(old.waiters.proposals) == 150
             others = {i for i in c.nodes if i != old.node_id}
             new = await c.wait_leader(10, among=others)
             # the new leader writes fewer entries than the old one holds, and compacts them
             for i in range(80):
                 await new.propose_append(b"new-%d" % i)
-            await wait_for(lambda: new.log_stats()["first_index"] > 3, 10,
+            await wait_for(lambda: log_stats(new)["first_index"] > 3, 10,
                            "the new leader to snapshot and compact its log")
-            assert new.log_stats()["last_index"] < old.log_stats()["last_index"]
-            old.transport.send = send  # type: ignore[union-attr,method-assign]
+            assert log_stats(new)["last_index"] < log_stats(old)["last_index"]
+            old.peers.send = send  # type: ignore[method-assign]
             old.receive_messages = receive  # type: ignore[method-assign]
             done, still = await asyncio.wait(futures, timeout=10)
             assert not still, f"{len(still)} proposals were never answered"
-            assert not old._pending
+            assert not old.waiters.proposals
             for fut in done:
                 exc = fut.exception()
                 assert isinstance(exc, OutcomeUnknown | Unavailable), exc
                 assert isinstance(exc, PgraftError)
-            assert old.storage is not None and old.storage.snapshot_meta().index >= 20
+            assert old.storage.snapshot_meta().index >= 20
         finally:
             await c.stop_all()
 

@@ -12,7 +12,9 @@ from typing import Any
 from node_helpers import Cluster, run, wait_for
 
 from pgraft.node import Node
-from pgraft.node.snapshots import MSG_SNAP, SNAP_DIR
+from pgraft.node.server import log_stats, status
+from pgraft.node.snapfile import SNAP_DIR
+from pgraft.node.snapxfer import MSG_SNAP
 
 SNAP_OPTS: dict[str, Any] = {"snapshot_entries": 200, "snapshot_keep": 50,
                              "segment_size": 16 * 1024, "snapshot_bytes": 0}
@@ -33,7 +35,7 @@ async def _fill(lead: Node, n: int, prefix: str, value_size: int = 100) -> int:
 
 def _view(n: Node) -> tuple[Any, Any, Any]:
     members = [(m["node_id"], m["address"], m["port"], m["role"]) for m in n.get_nodes()]
-    return members, dict(n.state.kv), n._applied_membership.removed
+    return members, dict(n.state.kv), n.state.members.removed
 
 
 async def _wait_identical(c: Cluster, timeout: float = 30.0) -> None:
@@ -49,8 +51,8 @@ async def _wait_identical(c: Cluster, timeout: float = 30.0) -> None:
 
 
 async def _wait_compacted(nodes: list[Node], timeout: float = 20.0) -> None:
-    await wait_for(lambda: all(n.log_stats()["first_index"] > 1
-                               and n.log_stats()["snapshot_index"] > 0 for n in nodes),
+    await wait_for(lambda: all(log_stats(n)["first_index"] > 1
+                               and log_stats(n)["snapshot_index"] > 0 for n in nodes),
                    timeout, "a snapshot and a compacted log")
 
 
@@ -62,7 +64,7 @@ def test_new_node_after_compaction_catches_up_by_snapshot(tmpdir_short: str) -> 
             lead = await c.wait_leader()
             await _fill(lead, 600, "k")
             await _wait_compacted(list(c.nodes.values()))
-            assert lead.log_stats()["first_index"] > 1
+            assert log_stats(lead)["first_index"] > 1
             # node 4 starts empty and is added: the entries it needs are gone from every log
             c.add_slot(4)
             n4 = await c.start(4, bootstrap=False)
@@ -73,12 +75,12 @@ def test_new_node_after_compaction_catches_up_by_snapshot(tmpdir_short: str) -> 
             await wait_for(lambda: any(m["node_id"] == 4 and m["role"] == "voter"
                                        for m in lead.get_nodes()), 20, "node 4 promoted")
             assert n4.state.kv["k599"].startswith("599:")
-            st = n4.status()
+            st = status(n4)
             assert st["snapshot_index"] > 0 and st["first_index"] > 1
             # the installed snapshot is on disk, and a restart of node 4 comes back from it
             await c.stop(4)
             n4 = await c.start(4, bootstrap=False)
-            assert n4.state.applied_index >= n4.log_stats()["snapshot_index"] > 0
+            assert n4.state.applied_index >= log_stats(n4)["snapshot_index"] > 0
             await _wait_identical(c)
         finally:
             await c.stop_all()
@@ -121,7 +123,7 @@ def test_slightly_lagging_follower_catches_up_from_the_log(tmpdir_short: str) ->
             down = next(i for i in c.nodes if i != lead.node_id)
             await c.stop(down)
             await _fill(lead, 300, "b")  # 600 entries: snapshots, but within keep
-            await wait_for(lambda: lead.log_stats()["snapshot_index"] > 0, 20, "a snapshot")
+            await wait_for(lambda: log_stats(lead)["snapshot_index"] > 0, 20, "a snapshot")
             await c.start(down)
             await _wait_identical(c)
             assert c.nodes[down].snapshots.stats.installed == 0
@@ -159,8 +161,10 @@ def test_snapshot_transfer_cut_mid_stream(tmpdir_short: str) -> None:
                         return  # lost chunk: the next one is a gap
                     if seen["chunks"] in (12, 30):
                         seen["cuts"] += 1
-                        for conn in list(n4.transport._inbound):  # type: ignore[union-attr]
-                            conn.abort()
+                        # the connection the chunks come on: the leader's link to node 4
+                        link = lead.peers.links[4]
+                        if link._proto is not None and link._proto.transport is not None:
+                            link._proto.transport.abort()
                         return
                 real(m)
 
@@ -188,12 +192,12 @@ def test_restart_from_snapshot_and_tail(tmpdir_short: str) -> None:
             await _fill(lead, 500, "k")
             await _wait_compacted(list(c.nodes.values()))
             before = {i: _view(n) for i, n in c.nodes.items()}
-            stats = {i: n.log_stats() for i, n in c.nodes.items()}
+            stats = {i: log_stats(n) for i, n in c.nodes.items()}
             await c.stop_all()
             for i in before:
                 await c.start(i)
             for i, n in c.nodes.items():
-                st = n.log_stats()
+                st = log_stats(n)
                 assert st["snapshot_index"] >= stats[i]["snapshot_index"] > 0
                 assert st["first_index"] >= stats[i]["first_index"] > 1
             await _wait_identical(c)
@@ -229,7 +233,7 @@ def test_removed_ids_survive_a_snapshot(tmpdir_short: str) -> None:
                 await c.start(i)
             lead = await c.wait_leader()
             for n in c.nodes.values():
-                assert 4 in n._applied_membership.removed
+                assert 4 in n.state.members.removed
                 assert 4 in n.raw.membership.removed  # type: ignore[union-attr]
             try:
                 await lead.add_node(4, "127.0.0.1", c.ports[4])

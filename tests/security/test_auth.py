@@ -15,7 +15,7 @@ from sec_helpers import RawConn, call, client_session, write_secret
 import pgraft
 from pgraft.auth import ClientAuth, RateLimitedLog, load_secret
 from pgraft.errors import AuthenticationFailed, InvalidArgument
-from pgraft.node import Node
+from pgraft.node import Node, start_node
 from pgraft.node.security import SecurityConfig
 
 WRITES = [("append", {"data": b"x"}), ("kv_put", {"key": "k", "value": "v"}),
@@ -190,20 +190,19 @@ def test_node_without_the_secret_cannot_join_vote_or_change_membership(
             async with await pgraft.connect(addr, timeout=5, secret_file=secret_file) as cl:
                 await cl.add_node(4, "127.0.0.1", port4)
                 index = await cl.append(b"after-add")
-            wrong = Node(c.config(4, bootstrap=False,
-                                  security=SecurityConfig(secret_file=other_secret_file)))
-            await wrong.start()
+            wrong = await start_node(c.config(4, bootstrap=False,
+                                              security=SecurityConfig(
+                                                  secret_file=other_secret_file)))
             intruders.append(wrong)
             # An intruder that claims to be a member with a much shorter election timeout and
             # a cluster of its own including the real members: it campaigns all the time.
             port5 = c.add_slot(5)
             rogue_initial = dict(c.initial)
             rogue_initial[5] = ("127.0.0.1", port5)
-            rogue = Node(pgraft.node.NodeConfig(
+            rogue = await start_node(pgraft.node.NodeConfig(
                 node_id=5, address="127.0.0.1", port=port5, data_dir=c.data_dir(5),
                 initial_cluster=rogue_initial, election_timeout_ms=60,
                 heartbeat_interval_ms=10, seed=5))
-            await rogue.start()
             intruders.append(rogue)
             await asyncio.sleep(2.0)
             assert wrong.state.applied_index == 0  # node 4 got nothing

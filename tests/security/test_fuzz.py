@@ -311,12 +311,13 @@ def test_log_recovery_from_arbitrary_bytes(twin: str, mode: str, seg: int, at: i
 @given(junk=st.binary(max_size=400), pos=st.integers(0, 1000), mode=st.sampled_from(
     ["random", "flip", "cut"]))
 def test_snapshot_parsing_of_arbitrary_bytes(junk: bytes, pos: int, mode: str) -> None:
-    snapshot = pytest.importorskip("pgraft.node.snapshots")
+    snapfile = pytest.importorskip("pgraft.node.snapfile")
+    snapxfer = pytest.importorskip("pgraft.node.snapxfer")
     from pgraft.raft.types import SnapshotMeta
 
     d = tempfile.mkdtemp(prefix="pgs-snap-")
     try:
-        store = snapshot.SnapshotStore(d)
+        store = snapfile.SnapshotStore(d)
         good = _good_snapshot(store, SnapshotMeta)
         raw = bytearray(Path(good).read_bytes())
         if mode == "random":
@@ -328,12 +329,12 @@ def test_snapshot_parsing_of_arbitrary_bytes(junk: bytes, pos: int, mode: str) -
             raw = raw[:pos % (len(raw) + 1)]
         Path(good).write_bytes(bytes(raw))
         try:
-            f, data = snapshot.read_snapshot_file(good, verify=True)
+            f, data = snapfile.read_snapshot_file(good, verify=True)
         except StorageError:
             pass
         else:
             assert data is not None and f.meta.index >= 1
-        for decode in (snapshot.decode_chunk, snapshot.decode_ack):
+        for decode in (snapxfer.decode_chunk, snapxfer.decode_ack):
             with contextlib.suppress(ValueError):
                 decode(bytes(junk))
     finally:

@@ -7,19 +7,11 @@ import os
 import pytest
 
 from pgraft.errors import StorageCorrupted
-from pgraft.node.snapshots import (
-    HEADER_SIZE,
-    SnapshotStore,
-    decode_ack,
-    decode_chunk,
-    encode_ack,
-    encode_chunk,
-    read_snapshot_file,
-)
+from pgraft.node.snapfile import HEADER_SIZE, SnapshotStore, read_snapshot_file
+from pgraft.node.snapxfer import decode_ack, decode_chunk, encode_ack, encode_chunk
 from pgraft.raft.membership import Member, Membership
 from pgraft.raft.types import SnapshotMeta
 from pgraft.state import AppliedState
-from pgraft.state import Member as StateMember
 
 MEMBERS = Membership({1: Member("127.0.0.1", 7001, "voter"), 2: Member("h2", 7002, "learner")},
                      removed={7, 9})
@@ -28,8 +20,8 @@ MEMBERS = Membership({1: Member("127.0.0.1", 7001, "voter"), 2: Member("h2", 700
 def _state(n: int) -> AppliedState:
     st = AppliedState()
     st.kv = {f"k{i}": "v" * (i % 50) for i in range(n)}
-    st.set_membership(5, 1, [StateMember(1, "127.0.0.1", 7001, "voter"),
-                             StateMember(2, "h2", 7002, "learner")])
+    st.set_membership(5, 1, Membership({1: Member("127.0.0.1", 7001, "voter"),
+                                        2: Member("h2", 7002, "learner")}))
     st.mark_applied(100 + n, 3)
     return st
 

@@ -451,7 +451,7 @@ def test_snapshot_replacing_the_log_lowers_the_watermark(twin: Any, tmp_path: Pa
 
 def test_snapshot_write_enospc_keeps_the_current_snapshot(failpoints: ModuleType,
                                                           tmp_path: Path) -> None:
-    from pgraft.node.snapshots import SnapshotStore
+    from pgraft.node.snapfile import SnapshotStore
 
     store = SnapshotStore(str(tmp_path))
     store.set_current(store.write(SnapshotMeta(5, 1, MEMBERS), b"a" * 1000))
