@@ -9,8 +9,8 @@ costs a PostgreSQL session's first pgraft call more than the whole rest of the c
 from __future__ import annotations
 
 import os
-import socket
 import sys
+from _socket import gaierror  # socket.gaierror, without importing socket.py
 
 from ..checks import check_address, check_port
 from ..errors import ConnectionFailed, InvalidArgument
@@ -167,7 +167,7 @@ def dial_error(target: Target, exc: OSError) -> ConnectionFailed:
             f"cannot connect to pgraft node at {target}: connection refused",
             hint="is `pgraft serve` running there? check the address and port "
                  "(default 127.0.0.1:7001, or set PGRAFT_NODE)")
-    if isinstance(exc, socket.gaierror):
+    if isinstance(exc, gaierror):
         return ConnectionFailed(
             f"cannot connect to pgraft node at {target}: cannot resolve host "
             f"{target.host!r} ({exc.strerror})",

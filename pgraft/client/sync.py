@@ -6,7 +6,8 @@
 This is what the SQL functions call inside PostgreSQL backends, one call per statement, so it
 is built for a cheap first call: a blocking socket (TCP, TLS or the node's Unix socket) over
 the sans-I/O :class:`~pgraft.client._proto.ClientProtocol`, no event loop, no threads, no
-signal handling; importing it imports neither asyncio nor uvloop (tests/client check it).
+signal handling; a call over the Unix socket imports neither asyncio nor uvloop, nor typing,
+socket.py or ssl (tests/client/test_cold_import.py).
 
 The client connects on first use and keeps the connection. Before each call it reads whatever
 arrived meanwhile without waiting: a late answer is dropped, and a connection the node has
@@ -17,9 +18,9 @@ told the same timeout and answers Timeout itself).
 
 from __future__ import annotations
 
+import _socket
 import os
 import select
-import socket
 import sys
 import time
 
@@ -85,7 +86,7 @@ class Client:
         self._display = str(self._target)
         self._timeout = check_timeout(timeout)
         self._security = load_security(secret_file, tls_ca, tls_cert, tls_key)
-        self._sock: socket.socket | None = None
+        self._sock: _socket.socket | None = None
         self._proto: ClientProtocol | None = None
         self._node_id: int | None = None
 
@@ -219,10 +220,13 @@ class Client:
             raise
         self._node_id = proto.node_id
 
-    def _dial(self, limit: float) -> socket.socket:
+    def _dial(self, limit: float) -> _socket.socket:
         target = self._target
         if target.path is not None:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            # The C socket type, not socket.py: the Unix socket is what the SQL functions use,
+            # and socket.py (with enum and selectors) would cost their first call more than
+            # connecting and the call together.
+            sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
             try:
                 sock.settimeout(limit)
                 sock.connect(target.path)
@@ -230,20 +234,22 @@ class Client:
                 sock.close()
                 raise
             return sock
+        import socket
+
         assert target.host is not None and target.port is not None
         # Resolves the name in this thread (getaddrinfo) and tries each address in turn.
-        sock = socket.create_connection((target.host, target.port), timeout=limit)
+        tcp = socket.create_connection((target.host, target.port), timeout=limit)
         try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            tcp.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             security = self._security
             if security is not None and security.ssl is not None:
                 # The TLS handshake runs here, bounded by the socket's timeout; the
                 # certificate must name the host as given.
-                sock = security.ssl.wrap_socket(sock, server_hostname=target.host)
+                tcp = security.ssl.wrap_socket(tcp, server_hostname=target.host)
         except BaseException:
-            sock.close()
+            tcp.close()
             raise
-        return sock
+        return tcp
 
     # -------------------------------------------------------------------- I/O
     def _send(self, data: bytes, deadline: float) -> list[Event]:

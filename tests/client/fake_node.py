@@ -15,7 +15,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pgraft._impl import core
+from pgraft.auth import server_challenge
 from pgraft.errors import (
+    AuthenticationFailed,
     DecodeError,
     InvalidArgument,
     NodeExists,
@@ -69,10 +71,15 @@ class FakeNode:
     """A fake pgraft node listening on 127.0.0.1 (and optionally on a Unix socket)."""
 
     def __init__(self, node_id: int = 1, *, leader: bool = True,
-                 unix_path: str | None = None) -> None:
+                 unix_path: str | None = None, secret: bytes | None = None,
+                 ssl: Any = None) -> None:
         self.node_id = node_id
         self.leader = leader
         self.unix_path = unix_path
+        #: Require clients to prove this cluster secret (pgraft.auth), as --secret-file does.
+        self.secret = secret
+        #: Serve TCP over TLS with this server-side ssl.SSLContext.
+        self.ssl = ssl
         self.hello_reply: dict[str, Any] | None = None
         self.hello_raw: bytes | None = None
         self.requests: list[tuple[str, dict[str, Any]]] = []
@@ -111,7 +118,7 @@ class FakeNode:
         return self
 
     async def _start(self) -> None:
-        server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.ssl)
         self.port = server.sockets[0].getsockname()[1]
         self._servers.append(server)
         if self.unix_path is not None:
@@ -183,6 +190,7 @@ class FakeNode:
         decoder = core.FrameDecoder(MAX_FRAME_SIZE)
         tasks: set[asyncio.Task[None]] = set()
         greeted = False
+        challenge: Any = None  # pgraft.auth.ServerChallenge while a proof is awaited
         try:
             while True:
                 data = await reader.read(65536)
@@ -193,6 +201,17 @@ class FakeNode:
                 except DecodeError:
                     return
                 for obj in objs:
+                    if not greeted and self.secret is not None:
+                        try:
+                            if challenge is None:
+                                challenge = server_challenge(self.secret, obj, self.node_id)
+                                conn.send(challenge.challenge(1))
+                                continue
+                            challenge.verify(obj)
+                        except AuthenticationFailed as exc:
+                            conn.send({"hello": "error", "error": exc.to_wire()})
+                            await writer.drain()
+                            return
                     if not greeted:
                         greeted = True
                         if self.hello_raw is not None:

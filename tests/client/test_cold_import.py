@@ -16,10 +16,12 @@ from fake_node import FakeNode
 import pgraft
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(pgraft.__file__)))
-#: Never on the path of a plain call (no TLS, no secret, no member list). typing too: it alone
-#: cost more than the rest of the client (the modules import it for the type checker only).
+#: Never on the path of a plain call over the Unix socket (no TLS, no secret, no member list).
+#: typing and socket.py too: each alone cost more than the rest of the client (the modules
+#: import typing for the type checker only; the Unix socket is opened with _socket).
 HEAVY = ("asyncio", "uvloop", "ssl", "dataclasses", "inspect", "logging", "hashlib", "typing",
-         "pgraft._log", "pgraft._log_py", "pgraft.auth", "pgraft.client.aio", "pgraft.node")
+         "socket", "selectors", "pgraft._log", "pgraft._log_py", "pgraft.auth",
+         "pgraft.client.aio", "pgraft.node")
 
 
 def heavy(pure: bool) -> set[str]:
