@@ -176,7 +176,7 @@ def encode_record(uint64_t index, uint64_t term, uint8_t type, data):
 
 cdef class Entry:
     """One log entry. ``record`` is its encoded form (header + payload, CRC computed once),
-    the same bytes in a segment file and in an AppendEntries frame (DESIGN rule 4).
+    the same bytes in a segment file and in an AppendEntries frame (docs/design.md rule 4).
     Setting ``index``, ``term``, ``type`` or ``data`` drops the cached record."""
 
     def __init__(self, uint64_t index, uint64_t term, uint8_t type=ENTRY_NORMAL, data=b""):

@@ -120,7 +120,7 @@ def encode_record(index: int, term: int, type: int, data: Buffer) -> bytes:
 
 class Entry:
     """One log entry. ``record`` is its encoded form (header + payload, CRC computed once),
-    the same bytes in a segment file and in an AppendEntries frame (DESIGN rule 4).
+    the same bytes in a segment file and in an AppendEntries frame (docs/design.md rule 4).
     Setting ``index``, ``term``, ``type`` or ``data`` drops the cached record."""
 
     __slots__ = ("_index", "_term", "_type", "_data", "_record")

@@ -571,7 +571,7 @@ cdef class Log:
         for k in range(n):
             e = batch[k]
             # An entry whose record is already encoded (a proposal, or a record received in a
-            # MsgApp) is copied as is: its CRC is computed once (DESIGN rule 4).
+            # MsgApp) is copied as is: its CRC is computed once (docs/design.md rule 4).
             rec = e.cached_record if (type(e) is _Entry or type(e) is _PyEntry) else None
             if rec is not None:
                 PyObject_GetBuffer(rec, &view, PyBUF_SIMPLE)

@@ -20,29 +20,28 @@ larger than the free space starts a new segment (sized to fit it if it is larger
 segment). A ``<index>.reset`` file is the commit point of :meth:`Log.reset`; ``*.tmp`` files are
 segments whose creation did not finish and are removed at open.
 
-Recovery rule (DESIGN rule 5): the first record that fails its checks in the last segment is a
-torn tail, cut and reported in :attr:`Log.recovery`, when nothing but zeros follows it, or when
-the write visibly did not reach the disk (the 512-byte sector where it starts is zero from its
-first byte, or a whole zero sector overlaps it); otherwise, and for any bad record in an
-earlier segment, the log raises ``StorageCorrupted`` naming the file and offset. The torn-tail
-rule only applies above ``synced_through`` (the durable watermark the caller keeps in the hard
-state, a lower bound of what was synced): a bad record at or below it is corruption, and a log
-that ends before it is missing synced entries (``StorageCorrupted`` too). At open, the last
-segment is fdatasync'ed once, so records that survived a crash only in the page cache are
+Recovery rule (docs/design.md rule 5): the first record that fails its checks in the last
+segment is a torn tail, cut and reported in :attr:`Log.recovery`, when nothing but zeros follows
+it, or when the write visibly did not reach the disk (the 512-byte sector where it starts is
+zero from its first byte, or a whole zero sector overlaps it); otherwise, and for any bad record
+in an earlier segment, the log raises ``StorageCorrupted`` naming the file and offset. The
+torn-tail rule only applies above ``synced_through`` (the durable watermark the caller keeps in
+the hard state, a lower bound of what was synced): a bad record at or below it is corruption,
+and a log that ends before it is missing synced entries (``StorageCorrupted`` too). At open, the
+last segment is fdatasync'ed once, so records that survived a crash only in the page cache are
 durable before the log counts them as synced.
 
-Failures (DESIGN rule 2): Linux reports a writeback error to one fsync/msync only, so after a
-sync (or any write) of the log failed, the log is *failed* (:attr:`Log.failed` holds the
+Failures (docs/design.md rule 2): Linux reports a writeback error to one fsync/msync only, so
+after a sync (or any write) of the log failed, the log is *failed* (:attr:`Log.failed` holds the
 error): every later sync, append, truncate, compact or reset raises ``StorageError`` saying so;
 reads still work. A file system that is full is not a failure: creating a segment (the only
-write that allocates space; segments are preallocated whole, so appends into one and the
-zeroing ahead in ``sync`` never allocate) raises ``StorageFull`` and changes nothing. An append
-is all or nothing: the segments it needs are created (as ``*.tmp`` files) before any of its
-records is written, so an append that fails with ``StorageFull`` appended none of its entries
-and can be retried with the same entries. :attr:`Log.space_low` says that the last segment
-creation failed for lack of space, or that the file system holds less than one segment of
-free space (checked when a segment is created and when ``sync`` zeroes ahead, about once per
-512 KiB appended).
+write that allocates space; segments are preallocated whole, so appends into one and the zeroing
+ahead in ``sync`` never allocate) raises ``StorageFull`` and changes nothing. An append is all
+or nothing: the segments it needs are created (as ``*.tmp`` files) before any of its records is
+written, so an append that fails with ``StorageFull`` appended none of its entries and can be
+retried with the same entries. :attr:`Log.space_low` says that the last segment creation failed
+for lack of space, or that the file system holds less than one segment of free space (checked
+when a segment is created and when ``sync`` zeroes ahead, about once per 512 KiB appended).
 
 Failpoints (``pgraft.failpoints``): ``log.sync``, ``log.msync``, ``log.segment_create`` and
 ``hardstate.save`` fire here, identically in both twins.

@@ -1,7 +1,7 @@
 /*
  * pgraft/_record.h - CRC32C and the log record layout, shared by _core.pyx
  * (frames) and _log.pyx (segment files): one format on disk and on the wire
- * (DESIGN rule 4).
+ * (docs/design.md rule 4).
  *
  * Record (all little-endian):
  *   off  0  u32  crc      CRC32C of bytes [4, 28 + length)

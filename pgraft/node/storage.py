@@ -27,15 +27,15 @@ saved commit index above the last index (that the snapshot does not cover) means
 entries are missing: ``StorageCorrupted`` too. Truncating the log below the saved watermark
 (a conflicting suffix, a snapshot that replaces the log) first saves the lowered watermark.
 
-I/O errors (DESIGN rule 2): Linux reports a failed writeback to one fsync only, so a retry can
-"succeed" on data that never reached the disk. After any I/O error in append, sync, compaction
-or a hard state save, the storage is *failed* (:attr:`DiskStorage.failed`): every later write
-raises ``StorageError``, :meth:`DiskStorage.close` releases without syncing or saving (like
-:meth:`DiskStorage.abandon`), and the failure is recorded durably in ``STORAGE_FAILED``. A data
-directory holding that file is refused at open, with the way out in the hint: remove the node
-from the cluster, wipe the directory, add the node back under a new id; or, after checking the
-disk, clear the record with :func:`clear_storage_failure` (``pgraft storage clear-failure
---data-dir DIR``).
+I/O errors (docs/design.md rule 2): Linux reports a failed writeback to one fsync only, so a
+retry can "succeed" on data that never reached the disk. After any I/O error in append, sync,
+compaction or a hard state save, the storage is *failed* (:attr:`DiskStorage.failed`): every
+later write raises ``StorageError``, :meth:`DiskStorage.close` releases without syncing or
+saving (like :meth:`DiskStorage.abandon`), and the failure is recorded durably in
+``STORAGE_FAILED``. A data directory holding that file is refused at open, with the way out in
+the hint: remove the node from the cluster, wipe the directory, add the node back under a new
+id; or, after checking the disk, clear the record with :func:`clear_storage_failure` (``pgraft
+storage clear-failure --data-dir DIR``).
 
 A full file system is not a failure: ``append`` raises ``StorageFull`` (an
 ``StorageError``; SQLSTATE 53100) when a segment it needs cannot be allocated, having appended
@@ -301,7 +301,7 @@ class DiskStorage:
         last = self.last_index()
         if self._hs.commit > last:
             # The commit index only ever points at entries this node held durably: they are
-            # gone (a lost or cut log). Never lower it silently (DESIGN rule 5).
+            # gone (a lost or cut log). Never lower it silently (docs/design.md rule 5).
             raise StorageCorrupted(
                 f"{self.path}: the saved commit index {self._hs.commit} is above the last index "
                 f"{last} (the log in {log_dir} ends at {lg.last_index}, the snapshot at "

@@ -1,9 +1,9 @@
 """Cluster membership: who votes, who only replicates, and where each node listens.
 
-Changes are single-server (DESIGN rule 6): add a learner, promote a learner to voter, remove a
-node. Each change is one ``ENTRY_CONF_CHANGE`` log entry whose data is a msgpack map
-(:func:`encode_conf_change`); a brand-new cluster starts from one ``bootstrap`` entry at
-index 1 that lists the initial voters.
+Changes are single-server (docs/design.md rule 6): add a learner, promote a learner to voter,
+remove a node. Each change is one ``ENTRY_CONF_CHANGE`` log entry whose data is a msgpack map
+(:func:`encode_conf_change`); a brand-new cluster starts from one ``bootstrap`` entry at index 1
+that lists the initial voters.
 
 When a configuration takes effect
 ---------------------------------

@@ -131,7 +131,7 @@ class Ready:
     """Work for the runtime, produced by :meth:`RawNode.ready`. At most one Ready is
     outstanding: call :meth:`RawNode.advance` with it before asking for the next one.
 
-    The contract (DESIGN rule 2, "persist before you speak"):
+    The contract (docs/design.md rule 2, "persist before you speak"):
 
     1. ``messages`` may be sent at once, before or in parallel with persisting this Ready.
        The core never puts a message here that depends on state that is not durable yet:

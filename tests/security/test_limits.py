@@ -1,4 +1,4 @@
-"""Resource limits (DESIGN rule 7, issue 9): each bound is enforced with its error, and
+"""Resource limits (docs/design.md rule 7, issue 9): each bound is enforced with its error, and
 garbage, truncated and oversized frames on every port leave the node serving."""
 
 from __future__ import annotations
