@@ -99,9 +99,9 @@ def __getattr__(name: str) -> Any:
     where = _LAZY.get(name)
     if where is None:
         raise AttributeError(f"module 'pgraft' has no attribute {name!r}")
-    from importlib import import_module
-
-    value = getattr(import_module(where[0]), where[1])
+    # __import__, not importlib.import_module: importing importlib (and warnings with it)
+    # would cost the SQL functions' first call for nothing.
+    value = getattr(__import__(where[0], fromlist=[where[1]]), where[1])
     globals()[name] = value
     return value
 

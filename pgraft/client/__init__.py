@@ -20,8 +20,6 @@ The asyncio client, the blocking client and :class:`NodeInfo` are imported on fi
 
 from __future__ import annotations
 
-import warnings
-
 from ..protocol import MAX_FRAME_SIZE
 from ._target import DEFAULT_TIMEOUT, Target, format_endpoint, parse_target
 
@@ -50,6 +48,8 @@ _LAZY = {"AsyncClient": "aio", "connect": "aio", "Client": "sync", "NodeInfo": "
 
 def __getattr__(name: str) -> Any:
     if name == "Node":
+        import warnings
+
         warnings.warn("pgraft.client.Node is deprecated: use pgraft.client.NodeInfo (the name "
                       "Node is the node runtime's, pgraft.node.Node)", DeprecationWarning,
                       stacklevel=2)
@@ -57,9 +57,8 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from importlib import import_module
-
-    value = getattr(import_module(f"{__name__}.{module}"), name)
+    # __import__, not importlib.import_module: see pgraft/__init__.py.
+    value = getattr(__import__(f"{__name__}.{module}", fromlist=[name]), name)
     globals()[name] = value
     return value
 
