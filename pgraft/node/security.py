@@ -1,8 +1,9 @@
 """A node's security settings: cluster secret, TLS and connection limits (README: Security).
 
 ``pgraft serve`` gets them from :func:`add_security_arguments` / :func:`security_from_args`;
-:class:`pgraft.node.NodeConfig` carries them as ``security``; :class:`pgraft.transport.Transport`
-enforces them (:meth:`SecurityConfig.load` reads the files once, at start).
+:class:`pgraft.node.NodeConfig` carries them as ``security``; the listener and the peer links
+(:mod:`pgraft.node.listener`, :mod:`pgraft.node.peers`) enforce them (:meth:`SecurityConfig.load`
+reads the files once, at start).
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ class SecurityConfig:
 
 @dataclass
 class LoadedSecurity:
-    """:class:`SecurityConfig` with its files read: what the transport uses."""
+    """:class:`SecurityConfig` with its files read: what the listener and the peer links use."""
 
     config: SecurityConfig
     secret: bytes | None

@@ -7,7 +7,7 @@ A node's data directory::
     log/            pgraft._impl.log.Log segments
     hardstate       pgraft._impl.log.HardStateFile (term, vote, commit, synced watermark)
     snap/           the last snapshot of the applied state (pgraft.node.snapfile.SnapshotStore)
-    node.sock       the Unix socket for local clients (made by the transport)
+    node.sock       the Unix socket for local clients (made by the listener)
     STORAGE_FAILED  only after an I/O error: when, which file, what error (see below)
 
 Writes follow the Ready contract of :class:`pgraft.raft.Ready`: ``apply_snapshot`` and
@@ -57,6 +57,7 @@ from .._impl import core
 from .._impl import log as logmod
 from ..errors import PgraftError, StorageCorrupted, StorageError, StorageFull
 from ..fsutil import errno_text, fsync_dir, io_error, write_file_atomic
+from ..protocol import SOCKET_NAME
 from ..raft.storage import Compacted
 from ..raft.types import HardState, SnapshotMeta
 from .snapfile import SnapshotStore
@@ -67,7 +68,7 @@ LOCK_FILE = "LOCK"
 NODE_ID_FILE = "node_id"
 LOG_DIR = "log"
 HARD_STATE_FILE = "hardstate"
-SOCKET_FILE = "node.sock"
+SOCKET_FILE = SOCKET_NAME  # made by the listener; the clients find it by this name
 #: Written into the data directory after an I/O error; the directory is refused while it exists.
 FAILED_MARKER = "STORAGE_FAILED"
 
