@@ -51,6 +51,7 @@ from ..errors import (
 )
 from ..raft import (
     ADD_LEARNER,
+    FOLLOWER,
     LEADER,
     REMOVE,
     ConfChange,
@@ -102,7 +103,8 @@ class Node:
         self.snapshots = snapshots
         self._executor = executor
         self._close_resources = close_resources
-        self.role = "follower"
+        #: The role and leader as of the last Ready (the core's soft state).
+        self.role = FOLLOWER
         self.leader_id = 0
         self._peer_book: dict[int, tuple[str, int]] = {}
         self._peer_membership: Membership | None = None
