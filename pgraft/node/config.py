@@ -9,12 +9,13 @@ from typing import Any
 
 from .._impl import core
 from ..errors import InvalidArgument
+from ..protocol import MAX_FRAME_SIZE
 from ..raft.membership import VOTER, Membership, validate_address, validate_node_id
 from .identity import DEFAULT_CLUSTER_TOKEN
 from .security import SecurityConfig, add_security_arguments, security_from_args
 
 RECORD_HEADER_SIZE = core.RECORD_HEADER_SIZE
-DEFAULT_MAX_FRAME = 64 * 1024 * 1024
+DEFAULT_MAX_FRAME = MAX_FRAME_SIZE
 
 
 @dataclass

@@ -24,8 +24,6 @@ import socket
 import struct
 from typing import Any, Protocol, cast
 
-import msgpack
-
 from .._impl import core
 from ..auth import RateLimitedLog, ServerChallenge, server_challenge
 from ..errors import (
@@ -36,13 +34,12 @@ from ..errors import (
     ProtocolError,
     StorageError,
 )
+from ..protocol import MAX_FRAME_SIZE, PROTOCOL_VERSION, encode_control, encode_result
 from .metrics import Metrics
 from .security import HANDSHAKE_MAX_BYTES, LoadedSecurity, is_loopback
 
 log = logging.getLogger("pgraft.transport")
 
-PROTOCOL_VERSION = 1
-SOCKET_NAME = "node.sock"
 #: Longest Unix socket path the kernel accepts (sun_path is 108 bytes with the NUL).
 MAX_UNIX_PATH = 107
 
@@ -85,32 +82,6 @@ class PeerDirectory(Protocol):
     def dialled_by(self, peer_id: int) -> None: ...
 
 
-# CONTROL frames (docs/protocol.md) are encoded here with one reused msgpack Packer, and the
-# most frequent answer, ``{"id": N, "ok": true, "result": INT or true}``, with one struct.pack:
-# both integers as msgpack uint64 (valid msgpack; every decoder reads the same ints), so the
-# frame has a fixed length and its constant pieces are prebuilt.
-_KIND_CONTROL = core.FRAME_CONTROL
-_U64 = 1 << 64
-_HEAD = struct.Struct("<IB")
-_OK_INT_BODY = 1 + 3 + 9 + 3 + 1 + 7 + 9  # map3, "id", uint64, "ok", true, "result", uint64
-_OK_TRUE_BODY = 1 + 3 + 9 + 3 + 1 + 7 + 1  # ... "result", true
-_OK_INT_HEAD = _HEAD.pack(_OK_INT_BODY + 1, _KIND_CONTROL) + b"\x83\xa2id\xcf"
-_OK_TRUE_HEAD = _HEAD.pack(_OK_TRUE_BODY + 1, _KIND_CONTROL) + b"\x83\xa2id\xcf"
-_OK_INT_MID = b"\xa2ok\xc3\xa6result\xcf"
-_OK_TRUE_TAIL = b"\xa2ok\xc3\xa6result\xc3"
-_OK_INT = struct.Struct(">10sQ12sQ")
-_OK_TRUE = struct.Struct(">10sQ12s")
-
-
-_packer = msgpack.Packer(use_bin_type=True)
-
-
-def encode_control(obj: Any) -> bytes:
-    """The whole CONTROL frame of ``obj`` (the same bytes as ``core.encode_control``)."""
-    body = _packer.pack(obj)
-    return _HEAD.pack(len(body) + 1, _KIND_CONTROL) + body
-
-
 def set_nodelay(transport: asyncio.BaseTransport) -> None:
     sock = transport.get_extra_info("socket")
     if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
@@ -150,14 +121,8 @@ class ClientConnection:
 
     def send_result(self, rid: int, result: Any) -> None:
         """Send ``{"id": rid, "ok": true, "result": result}`` (the hot path of writes)."""
-        if self.closed:
-            return
-        if result.__class__ is int and 0 <= rid < _U64 and 0 <= result < _U64:
-            self._push(_OK_INT.pack(_OK_INT_HEAD, rid, _OK_INT_MID, result))
-        elif result is True and 0 <= rid < _U64:
-            self._push(_OK_TRUE.pack(_OK_TRUE_HEAD, rid, _OK_TRUE_TAIL))
-        else:
-            self._push(encode_control({"id": rid, "ok": True, "result": result}))
+        if not self.closed:
+            self._push(encode_result(rid, result))
 
     def _push(self, frame: bytes) -> None:
         # The first answer of an event-loop iteration is written at once (a lone answer does
@@ -327,7 +292,7 @@ class _Inbound(asyncio.Protocol):
                 self._refuse(exc)
                 return False
             self._mode = "auth"
-            transport.write(core.encode_control(self._auth.challenge(PROTOCOL_VERSION)))
+            transport.write(encode_control(self._auth.challenge(PROTOCOL_VERSION)))
             return True
         self._accept()
         return True
@@ -374,14 +339,14 @@ class _Inbound(asyncio.Protocol):
                                   "version": PROTOCOL_VERSION}
             if gate is not None:
                 ok.update(gate.hello_fields())
-            transport.write(core.encode_control(ok))
+            transport.write(encode_control(ok))
             log.debug("node %d: inbound peer %d connected from %s", owner.node_id, peer_id,
                       self._where)
             return
         self._mode = "client"
         self._client = ClientConnection(transport, owner.loop)
         owner.metrics.client_connections += 1
-        transport.write(core.encode_control(
+        transport.write(encode_control(
             {"hello": "ok", "node_id": owner.node_id, "version": PROTOCOL_VERSION}))
 
     def _requests(self, items: list[Any]) -> None:
@@ -408,7 +373,7 @@ class _Inbound(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        transport.write(core.encode_control({"hello": "error", "error": err.to_wire()}))
+        transport.write(encode_control({"hello": "error", "error": err.to_wire()}))
         self._dropped = True
         transport.close()
 
@@ -457,7 +422,7 @@ class Listener:
 
     def __init__(self, node_id: int, host: str, port: int, sink: MessageSink,
                  client_handler: ClientHandler, metrics: Metrics, peers: PeerDirectory, *,
-                 unix_path: str | None = None, max_frame: int = 64 * 1024 * 1024,
+                 unix_path: str | None = None, max_frame: int = MAX_FRAME_SIZE,
                  loop: asyncio.AbstractEventLoop | None = None,
                  security: LoadedSecurity | None = None,
                  peer_gate: PeerGate | None = None) -> None:

@@ -31,8 +31,9 @@ from ..errors import (
     ProtocolError,
     from_wire,
 )
+from ..protocol import MAX_FRAME_SIZE, PROTOCOL_VERSION, encode_control
 from ..tls import describe_ssl_error
-from .listener import PROTOCOL_VERSION, PeerGate, set_nodelay
+from .listener import PeerGate, set_nodelay
 from .metrics import Metrics
 from .security import LoadedSecurity
 
@@ -80,7 +81,7 @@ class _Outbound(asyncio.Protocol):
         gate = self._link.owner.peer_gate
         if gate is not None:
             hello.update(gate.hello_fields())
-        transport.write(core.encode_control(hello))
+        transport.write(encode_control(hello))
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -102,7 +103,7 @@ class _Outbound(asyncio.Protocol):
                         self._fail(exc)
                         return
                     assert self.transport is not None
-                    self.transport.write(core.encode_control(proof))
+                    self.transport.write(encode_control(proof))
                     continue
                 self.hello.set_result(item)
             else:
@@ -303,7 +304,7 @@ class Peers:
     events: PeerEvents
 
     def __init__(self, node_id: int, metrics: Metrics, *,
-                 max_frame: int = 64 * 1024 * 1024,
+                 max_frame: int = MAX_FRAME_SIZE,
                  max_queue_frames: int = 4096, max_queue_bytes: int = 64 * 1024 * 1024,
                  max_write_buffer: int = 4 * 1024 * 1024, connect_timeout: float = 2.0,
                  backoff_base: float = 0.02, backoff_max: float = 1.0,

@@ -21,76 +21,45 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .._impl import core
+from ..checks import (
+    check_address,
+    check_data,
+    check_index,
+    check_key,
+    check_node_id,
+    check_port,
+    check_timeout,
+    check_value,
+)
 from ..deadlines import DeadlineWheel
 from ..errors import (
     CommitTimeout,
     InvalidArgument,
     Overloaded,
-    PayloadTooLarge,
     PgraftError,
     ProtocolError,
     Timeout,
 )
 from ..state import describe_entry_data
-from ..validate import check_address as validate_address
 from .config import endpoint
 from .listener import ClientConnection
 from .node import Node
 
 log = logging.getLogger("pgraft.server")
 
-MAX_ID = (1 << 63) - 1
-MAX_KEY_BYTES = 64 * 1024
 #: Granularity (seconds) of request deadlines.
 DEADLINE_RESOLUTION = 0.05
 ENTRY_CONF_CHANGE = core.ENTRY_CONF_CHANGE
 
 
 # ------------------------------------------------------------------------ validation
-def _int_arg(args: dict[str, Any], name: str, lo: int, hi: int, what: str) -> int:
-    if name not in args:
-        raise InvalidArgument(f"missing argument {name!r}")
-    value = args[name]
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidArgument(f"{name} must be an integer, got {type(value).__name__} "
-                              f"{value!r}")
-    if not lo <= value <= hi:
-        raise InvalidArgument(f"{name} {value} is out of range ({what})")
-    return value
-
-
-def check_node_id(args: dict[str, Any]) -> int:
-    return _int_arg(args, "node_id", 1, MAX_ID, "node ids are positive integers")
-
-
-def check_port(args: dict[str, Any]) -> int:
-    return _int_arg(args, "port", 1, 65535, "a TCP port is between 1 and 65535")
-
-
-def check_address(args: dict[str, Any]) -> str:
-    if "address" not in args:
-        raise InvalidArgument("missing argument 'address'")
-    return validate_address(args["address"])
-
-
-def check_key(args: dict[str, Any]) -> str:
-    key = args.get("key")
-    if not isinstance(key, str) or not key:
-        raise InvalidArgument(f"key must be a non-empty string, got {key!r}")
-    if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
-        raise PayloadTooLarge(f"key of {len(key)} characters is over the limit of "
-                              f"{MAX_KEY_BYTES} bytes")
-    return key
-
-
-def check_timeout(args: dict[str, Any], default: float) -> float:
-    value = args.get("timeout")
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(
-            value) or value <= 0:
-        raise InvalidArgument(f"timeout must be a positive number of seconds, got {value!r}")
-    return float(value)
+def _required(args: dict[str, Any], name: str) -> Any:
+    """The argument ``name`` of a request (its value is checked by pgraft.checks)."""
+    try:
+        return args[name]
+    except KeyError:
+        raise InvalidArgument(f"missing argument {name!r}",
+                              hint="see docs/protocol.md for the arguments of each op") from None
 
 
 # ---------------------------------------------------------------------------- server
@@ -191,13 +160,11 @@ class Server:
             if timeout is None:
                 timeout = node.config.request_timeout
             elif timeout.__class__ is not float or not 0 < timeout < math.inf:
-                timeout = check_timeout(args, node.config.request_timeout)
+                timeout = check_timeout(timeout)
             if op == "append":
                 data = args.get("data")
                 if data.__class__ is not bytes:
-                    if not isinstance(data, bytes | bytearray):
-                        raise InvalidArgument(f"data must be bytes, got {type(data).__name__}")
-                    data = bytes(data)
+                    data = check_data(data)
                 reply = _Reply(self, conn, rid, timeout)
                 node.propose_append(data, reply)
                 conn.inflight += 1
@@ -206,18 +173,15 @@ class Server:
             if not isinstance(op, str):
                 raise InvalidArgument(f"op must be a string, got {op!r}")
             if op == "kv_put":
-                key = check_key(args)
-                value = args.get("value")
-                if not isinstance(value, str):
-                    raise InvalidArgument(f"value must be a string, got "
-                                          f"{type(value).__name__}")
+                key = check_key(args.get("key"))
+                value = check_value(args.get("value"))
                 reply = _Reply(self, conn, rid, timeout)
                 node.propose_kv_put(key, value, reply)
                 conn.inflight += 1
                 self._watch(reply)
                 return
             if op == "kv_delete":
-                key = check_key(args)
+                key = check_key(args.get("key"))
                 reply = _Reply(self, conn, rid, timeout)
                 node.propose_kv_delete(key, reply)
                 conn.inflight += 1
@@ -286,18 +250,18 @@ class Server:
 
     # ------------------------------------------------------------------- ops
     async def _add_node(self, args: dict[str, Any], timeout: float) -> bool:
-        node_id = check_node_id(args)
-        address = check_address(args)
-        port = check_port(args)
+        node_id = check_node_id(_required(args, "node_id"))
+        address = check_address(_required(args, "address"))
+        port = check_port(_required(args, "port"))
         await self.node.add_node(node_id, address, port)
         return True
 
     async def _remove_node(self, args: dict[str, Any], timeout: float) -> bool:
-        await self.node.remove_node(check_node_id(args))
+        await self.node.remove_node(check_node_id(_required(args, "node_id")))
         return True
 
     async def _kv_get(self, args: dict[str, Any], timeout: float) -> str | None:
-        key = check_key(args)
+        key = check_key(args.get("key"))
         await self.node.linearizable_read()
         return self.node.state.kv.get(key)
 
@@ -306,11 +270,11 @@ class Server:
         return sorted(self.node.state.kv)
 
     async def _transfer(self, args: dict[str, Any], timeout: float) -> bool:
-        await self.node.transfer_leadership(check_node_id(args))
+        await self.node.transfer_leadership(check_node_id(_required(args, "node_id")))
         return True
 
     def _get_entry(self, args: dict[str, Any]) -> dict[str, Any] | None:
-        index = _int_arg(args, "index", 1, MAX_ID, "log indexes start at 1")
+        index = check_index(_required(args, "index"))
         return entry(self.node, index)
 
 
