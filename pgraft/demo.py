@@ -16,14 +16,14 @@ import signal
 import sys
 from typing import Any, TextIO
 
-from .client import Node
+from .client import NodeInfo
 from .errors import NotLeaderError
 from .localcluster import _INTERRUPTS, LocalCluster, _interrupts_held
 
 __all__ = ["main", "run_demo"]
 
 
-def _table(nodes: list[Node]) -> str:
+def _table(nodes: list[NodeInfo]) -> str:
     from .cli.tables import nodes_table
 
     return nodes_table(nodes)

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TextIO, TypeVar
 
-from .client import Client, Node
+from .client import Client, NodeInfo
 from .errors import PgraftError, Timeout
 
 __all__ = ["LocalCluster", "NodeProcess", "free_port", "wait_until"]
@@ -408,17 +408,17 @@ class LocalCluster:
             return leader if leader is not None and leader != exclude else None
         return wait_until("a leader", found, timeout, 0.05)
 
-    def nodes_seen_by(self, node_id: int, timeout: float = 2.0) -> list[Node]:
+    def nodes_seen_by(self, node_id: int, timeout: float = 2.0) -> list[NodeInfo]:
         """The membership as ``node_id`` lists it."""
         with Client(self.address(node_id), timeout=timeout) as c:
             return c.get_nodes()
 
     def wait_for_membership(self, expected: dict[int, str | None], timeout: float = 30.0,
-                            on: list[int] | None = None) -> dict[int, list[Node]]:
+                            on: list[int] | None = None) -> dict[int, list[NodeInfo]]:
         """Wait until every node in ``on`` (default: running) lists exactly the ids of
         ``expected`` (with the given role, unless None) and they all agree on addresses and
         roles. Returns each node's list."""
-        def check() -> dict[int, list[Node]] | None:
+        def check() -> dict[int, list[NodeInfo]] | None:
             ids = on if on is not None else self.running_ids()
             views = {}
             for node_id in ids:

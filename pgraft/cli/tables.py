@@ -7,7 +7,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from ..client import Node
+from ..client import NodeInfo
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -60,7 +60,7 @@ def json_default(value: Any) -> Any:
     return str(value)
 
 
-def nodes_table(nodes: Sequence[Node]) -> str:
+def nodes_table(nodes: Sequence[NodeInfo]) -> str:
     """The member list as the seed shows it, plus role and leader columns."""
     return format_table(["node_id", "address", "port", "role", "leader"],
                         [[n.node_id, n.address, n.port, n.role, "*" if n.is_leader else ""]

@@ -53,7 +53,7 @@ def test_seed_walkthrough_add_node_on_leader(tmpdir_short: str) -> None:
     run(scenario(), 60)
 
 
-async def _nodes(lead: object) -> list[pgraft.client.Node]:
+async def _nodes(lead: object) -> list[pgraft.NodeInfo]:
     async with await pgraft.connect(f"127.0.0.1:{lead.port}") as cl:  # type: ignore[attr-defined]
         return await cl.get_nodes()
 
