@@ -11,9 +11,20 @@ should pay for.
 
 from __future__ import annotations
 
-import importlib
 import os
-from types import ModuleType
+import sys
+
+TYPE_CHECKING = False  # typing only for the type checker: see pgraft/errors.py
+if TYPE_CHECKING:
+    from types import ModuleType
+
+
+def _import(name: str) -> ModuleType:
+    # __import__ + sys.modules, not importlib.import_module: a PostgreSQL backend's Python has
+    # not imported importlib (nor warnings, which it imports), and the client must not pay
+    # for them on the first call of a session.
+    __import__(name)
+    return sys.modules[name]
 
 
 def _select() -> tuple[ModuleType, str, str]:
@@ -21,10 +32,10 @@ def _select() -> tuple[ModuleType, str, str]:
         reason = "PGRAFT_PUREPYTHON is set"
     else:
         try:
-            return importlib.import_module("pgraft._core"), "compiled", ""
+            return _import("pgraft._core"), "compiled", ""
         except ImportError as exc:
             reason = f"compiled extensions not importable: {exc}"
-    return importlib.import_module("pgraft._core_py"), "pure", reason
+    return _import("pgraft._core_py"), "pure", reason
 
 
 core, IMPLEMENTATION, FALLBACK_REASON = _select()
@@ -34,11 +45,11 @@ def __getattr__(name: str) -> ModuleType:
     if name != "log":
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     if IMPLEMENTATION == "pure":
-        module = importlib.import_module("pgraft._log_py")
+        module = _import("pgraft._log_py")
     else:
         # Both or neither: a compiled log with a pure core would mix Entry classes.
         try:
-            module = importlib.import_module("pgraft._log")
+            module = _import("pgraft._log")
         except ImportError as exc:
             raise ImportError(f"pgraft._core is compiled but pgraft._log cannot be imported "
                               f"({exc}); rebuild the extensions (make build) or set "

@@ -1,7 +1,10 @@
 """The blocking client is what a PostgreSQL backend imports for its first pgraft call: it must
 not pull in asyncio, uvloop, TLS, the durable log or anything else a plain call does not use.
 
-Each check runs in a fresh interpreter (``-X importtime``), with the compiled and the pure core.
+Each check runs in a fresh interpreter started like PL/Python's (``-S``: no site-packages
+processing, so nothing but the interpreter's own start-up modules is loaded beforehand; the
+paths of pgraft and msgpack are given), under ``-X importtime``, with the compiled and the pure
+core.
 """
 
 from __future__ import annotations
@@ -10,30 +13,34 @@ import os
 import subprocess
 import sys
 
+import msgpack
 import pytest
 from fake_node import FakeNode
 
 import pgraft
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(pgraft.__file__)))
+SITE = os.path.dirname(os.path.dirname(os.path.abspath(msgpack.__file__)))
 #: Never on the path of a plain call over the Unix socket (no TLS, no secret, no member list).
 #: typing and socket.py too: each alone cost more than the rest of the client (the modules
 #: import typing for the type checker only; the Unix socket is opened with _socket).
+#: importlib and warnings (importlib imports it) are not loaded in a backend either.
 HEAVY = ("asyncio", "uvloop", "ssl", "dataclasses", "inspect", "logging", "hashlib", "typing",
-         "socket", "selectors", "pgraft._log", "pgraft._log_py", "pgraft.auth",
-         "pgraft.client.aio", "pgraft.node")
+         "socket", "selectors", "enum", "re", "importlib", "warnings", "pgraft._log",
+         "pgraft._log_py", "pgraft.auth", "pgraft.client.aio", "pgraft.node")
 
 
 def heavy(pure: bool) -> set[str]:
-    # The pure twin of the codec (a fallback) imports typing itself.
-    return set(HEAVY) - {"typing"} if pure else set(HEAVY)
+    # The pure twin of the codec (a fallback) imports typing (and with it re, warnings) itself.
+    return set(HEAVY) - {"typing", "re", "enum", "warnings"} if pure else set(HEAVY)
 
 
 def imported_by(code: str, pure: bool) -> tuple[set[str], set[str]]:
     """Modules in sys.modules after ``code``, and those ``-X importtime`` reported."""
     script = f"{code}\nimport sys\nprint('\\n'.join(sorted(sys.modules)))"
-    env = dict(os.environ, PYTHONPATH=REPO, PGRAFT_PUREPYTHON="1" if pure else "0")
-    out = subprocess.run([sys.executable, "-X", "importtime", "-c", script], env=env,
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join((REPO, SITE)),
+               PGRAFT_PUREPYTHON="1" if pure else "0")
+    out = subprocess.run([sys.executable, "-S", "-X", "importtime", "-c", script], env=env,
                          capture_output=True, text=True, timeout=60, check=True)
     timed = {line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines()
              if line.startswith("import time:")}
