@@ -25,7 +25,7 @@ import sys
 import time
 
 from ..checks import check_timeout
-from ..errors import PgraftError
+from ..errors import ConnectionFailed, PgraftError
 from . import _ops
 from ._proto import ClientProtocol, Closed, Event, Failed, Reply, Send, wait_limit
 from ._target import (
@@ -269,8 +269,9 @@ class Client:
         """The events of one read; raises _Expired at ``deadline``."""
         sock, proto = self._sock, self._proto
         assert proto is not None
-        if sock is None:
-            return proto.connection_lost()
+        if sock is None:  # dropped on a Closed event: nothing more will come
+            raise proto.failure() or ConnectionFailed(
+                f"the connection to node {self._display} is closed")
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise _Expired
