@@ -14,9 +14,9 @@ from sec_helpers import RawConn, call, client_session
 
 import pgraft
 from pgraft import _core_py as core
+from pgraft.checks import MAX_KEY_BYTES
 from pgraft.errors import Overloaded, PayloadTooLarge
 from pgraft.node.security import HANDSHAKE_MAX_BYTES, SecurityConfig
-from pgraft.node.server import MAX_KEY_BYTES
 
 
 async def serving(node: Any) -> None:
