@@ -63,7 +63,7 @@ def run_storage(argv: list[str]) -> int:
                                    "the disk and accepts the risk; the node must be stopped.")
     p.add_argument("--data-dir", required=True, help="the node's data directory")
     ns = parser.parse_args(argv)
-    from .storage import clear_storage_failure
+    from ..node.storage import clear_storage_failure
 
     removed = clear_storage_failure(ns.data_dir)
     if removed is None:
@@ -74,7 +74,7 @@ def run_storage(argv: list[str]) -> int:
 
 
 def run_demo_command(argv: list[str]) -> int:
-    from . import demo
+    from .. import demo
 
     return int(demo.main(argv) or 0)
 

@@ -259,7 +259,7 @@ def build_extension(src: Path, pg_config: str, python: str) -> None:
 def verify_as_pg_user(python: str, user: pwd.struct_passwd | None, src: Path) -> str:
     """Import pgraft as the PostgreSQL OS user, the way the node and PL/Python will."""
     modules = ["pgraft", "pgraft.client", "msgpack"]
-    if (src / "pgraft" / "node.py").is_file():
+    if (src / "pgraft" / "node").is_dir():
         modules.append("pgraft.node")
     code = f"import {', '.join(modules)}; print(pgraft.__version__, pgraft.IMPLEMENTATION)"
     cmd = [python, "-c", code]

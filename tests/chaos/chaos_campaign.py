@@ -52,7 +52,6 @@ from chaos_disk import cachestat_available, log_has_unsynced, lose_unsynced  # n
 from chaos_net import NODE_PORT, NetNamespaces, netns_available  # noqa: E402
 
 import pgraft  # noqa: E402
-from pgraft.localcluster import LocalCluster, NodeProcess  # noqa: E402
 from pgraft.errors import (  # noqa: E402
     ConnectionFailed,
     InvalidArgument,
@@ -67,6 +66,7 @@ from pgraft.errors import (  # noqa: E402
     Unavailable,
     UnknownNode,
 )
+from pgraft.localcluster import LocalCluster, NodeProcess  # noqa: E402
 
 FAULT_KINDS = ("kill", "kill-leader", "pause", "pause-leader", "partition-halves",
                "partition-leader", "partition-bridge", "lose-unsynced", "membership")
