@@ -39,8 +39,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pgraft  # noqa: E402
-from pgraft.localcluster import LocalCluster, free_port, wait_until  # noqa: E402
 from pgraft.errors import MembershipChangeInProgress, PgraftError  # noqa: E402
+from pgraft.localcluster import LocalCluster, free_port, wait_until  # noqa: E402
 
 PAYLOAD = b"x" * 64
 

@@ -19,8 +19,8 @@ import cluster as cluster_bench
 from compare_common import PAYLOAD, closed_loop, log, summary
 
 import pgraft
-from pgraft.localcluster import LocalCluster
 from pgraft.errors import MembershipChangeInProgress
+from pgraft.localcluster import LocalCluster
 
 
 def _run(coro_fn: Callable[[], Coroutine[Any, Any, Any]]) -> Any:

@@ -35,8 +35,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pgraft  # noqa: E402
-from pgraft.localcluster import LocalCluster, wait_until  # noqa: E402
 from pgraft.errors import PgraftError  # noqa: E402
+from pgraft.localcluster import LocalCluster, wait_until  # noqa: E402
 
 TARGETS = {"catchup_mb_per_s": (">=", 100.0), "restart_to_serving_s": ("<=", 1.0)}
 
