@@ -7,11 +7,11 @@ import asyncio
 from typing import Any
 
 import pytest
-from node_helpers import Cluster, run, wait_for
 
 import pgraft
 from pgraft._impl import core
 from pgraft.errors import Unavailable
+from tests.support.inprocess import Cluster, run, wait_for
 
 
 class RawClient:

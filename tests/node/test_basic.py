@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from node_helpers import Cluster, run
-
 import pgraft
 from pgraft.node.server import entry, status
+from tests.support.inprocess import Cluster, run
 
 
 def test_election_and_append_everywhere(tmpdir_short: str) -> None:

@@ -8,13 +8,13 @@ import socket
 import struct
 
 import pytest
-from node_helpers import Cluster, eventually, run, wait_for
 
 import pgraft
 from pgraft._impl import core
 from pgraft.errors import PgraftError, StorageError
 from pgraft.node import start_node
 from pgraft.node.server import entry
+from tests.support.inprocess import Cluster, eventually, run, wait_for
 
 
 def test_leader_crash_mid_appends_keeps_every_acknowledged_append(tmpdir_short: str) -> None:

@@ -4,11 +4,11 @@ leadership transfer. In-process nodes on one loop, real TCP, the real client."""
 from __future__ import annotations
 
 import pytest
-from node_helpers import Cluster, eventually, run, wait_for
 
 import pgraft
 from pgraft.errors import NotLeaderError
 from pgraft.node.server import entry
+from tests.support.inprocess import Cluster, eventually, run, wait_for
 
 
 def views(c: Cluster) -> dict[int, list[tuple[int, str, int, str]]]:

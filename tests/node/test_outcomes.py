@@ -7,12 +7,12 @@ import asyncio
 from typing import Any
 
 import pytest
-from node_helpers import Cluster, run, wait_for
 
 import pgraft
 from pgraft.errors import CommitTimeout, OutcomeUnknown, PgraftError, Unavailable
 from pgraft.node import Node
 from pgraft.node.server import log_stats
+from tests.support.inprocess import Cluster, run, wait_for
 
 
 def test_write_errors_say_whether_the_entry_entered_a_log(tmpdir_short: str) -> None:

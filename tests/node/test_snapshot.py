@@ -9,12 +9,11 @@ import asyncio
 import os
 from typing import Any
 
-from node_helpers import Cluster, run, wait_for
-
 from pgraft.node import Node
 from pgraft.node.server import log_stats, status
 from pgraft.node.snapfile import SNAP_DIR
 from pgraft.node.snapxfer import MSG_SNAP
+from tests.support.inprocess import Cluster, run, wait_for
 
 SNAP_OPTS: dict[str, Any] = {"snapshot_entries": 200, "snapshot_keep": 50,
                              "segment_size": 16 * 1024, "snapshot_bytes": 0}

@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pg_harness import PG_CONFIG, PREFIX, SOURCE_ROOT, PgCluster, processes_under
+
+from tests.support.postgres import PG_CONFIG, PREFIX, SOURCE_ROOT, PgCluster, processes_under
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

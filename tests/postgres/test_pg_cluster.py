@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import psycopg
 import pytest
-from pg_harness import (
+
+from tests.support.postgres import (
     PgCluster,
     PgServer,
     free_ports,

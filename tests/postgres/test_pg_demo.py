@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 
 import pytest
-from pg_harness import processes_under
 
 from pgraft.pg import demo as pg_demo
+from tests.support.postgres import processes_under
 
 
 def test_pg_demo_runs_the_seed_and_cleans_up(pgraft_installed: str,

@@ -9,9 +9,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from pg_harness import PG_CONFIG, SOURCE_ROOT
 
 from pgraft.pg import install as pg_install
+from tests.support.postgres import PG_CONFIG, SOURCE_ROOT
 
 
 def test_layout_is_readable_by_postgres(pgraft_installed: str) -> None:

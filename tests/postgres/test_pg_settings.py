@@ -8,7 +8,8 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
-from pg_harness import PgCluster, PgServer, free_ports, processes_under, wait_for
+
+from tests.support.postgres import PgCluster, PgServer, free_ports, processes_under, wait_for
 
 
 @pytest.fixture(scope="module")

@@ -1,31 +1,17 @@
-"""Fixtures of the security tests: secret files, test-time certificates (openssl CLI), and the
-in-process cluster helpers of tests/node."""
+"""Fixtures of the security tests: secret files and test-time certificates (openssl CLI)."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sec_helpers import write_secret
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "node"))
-sys.path.insert(0, os.path.dirname(__file__))
-
-
-@pytest.fixture
-def tmpdir_short() -> Iterator[str]:
-    """A short temporary directory (Unix socket paths are limited to 107 bytes)."""
-    path = tempfile.mkdtemp(prefix="pgs-")
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
+from tests.support.security import write_secret
 
 
 @pytest.fixture

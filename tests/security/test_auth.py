@@ -9,14 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from node_helpers import Cluster, run, wait_for
-from sec_helpers import RawConn, call, client_session, write_secret
 
 import pgraft
 from pgraft.auth import ClientAuth, RateLimitedLog, load_secret
 from pgraft.errors import AuthenticationFailed, InvalidArgument
 from pgraft.node import Node, start_node
 from pgraft.node.security import SecurityConfig
+from tests.support.inprocess import Cluster, run, wait_for
+from tests.support.security import RawConn, call, client_session, write_secret
 
 WRITES = [("append", {"data": b"x"}), ("kv_put", {"key": "k", "value": "v"}),
           ("kv_delete", {"key": "k"}), ("add_node", {"node_id": 9, "address": "127.0.0.1",

@@ -22,14 +22,14 @@ import pytest
 import uvloop
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from node_helpers import Cluster
-from sec_helpers import write_secret
 
 import pgraft
 from pgraft import _core, _core_py, _log, _log_py
 from pgraft.auth import ClientAuth, load_secret
 from pgraft.errors import DecodeError, InvalidArgument, StorageError
 from pgraft.node.security import SecurityConfig
+from tests.support.inprocess import Cluster
+from tests.support.security import write_secret
 
 SCALE = int(os.environ.get("PGRAFT_FUZZ_EXAMPLES", "0"))
 

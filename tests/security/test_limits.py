@@ -9,14 +9,14 @@ import struct
 from typing import Any
 
 import pytest
-from node_helpers import Cluster, run
-from sec_helpers import RawConn, call, client_session
 
 import pgraft
 from pgraft import _core_py as core
 from pgraft.checks import MAX_KEY_BYTES
 from pgraft.errors import Overloaded, PayloadTooLarge
 from pgraft.node.security import HANDSHAKE_MAX_BYTES, SecurityConfig
+from tests.support.inprocess import Cluster, run
+from tests.support.security import RawConn, call, client_session
 
 
 async def serving(node: Any) -> None:

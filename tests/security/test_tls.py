@@ -5,13 +5,13 @@ from __future__ import annotations
 import ssl
 
 import pytest
-from node_helpers import Cluster, run
-from sec_helpers import RawConn
 
 import pgraft
 from pgraft.errors import AuthenticationFailed, ConnectionFailed, InvalidArgument
 from pgraft.node.security import SecurityConfig
 from pgraft.tls import client_context
+from tests.support.inprocess import Cluster, run
+from tests.support.security import RawConn
 
 
 def tls_config(pki: dict[str, tuple[str, str]], which: str = "node", ca: str = "ca",

@@ -1,22 +1,19 @@
-"""Fixtures of the in-process node tests (helpers live in node_helpers.py)."""
+"""Fixtures every suite may use (suite-specific ones live in each directory's conftest.py;
+shared helpers in tests/support/)."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Iterator
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
-
 
 @pytest.fixture
 def tmpdir_short() -> Iterator[str]:
     """A short temporary directory (Unix socket paths are limited to 107 bytes)."""
-    path = tempfile.mkdtemp(prefix="pgn-")
+    path = tempfile.mkdtemp(prefix="pgt-")
     try:
         yield path
     finally:

@@ -5,23 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import uvloop
 
+from pgraft.localcluster import free_port
 from pgraft.node import Node, NodeConfig, start_node
 
 ELECTION_MS = 300
 HEARTBEAT_MS = 30
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def run(coro: Coroutine[Any, Any, Any], timeout: float = 60.0) -> Any:
