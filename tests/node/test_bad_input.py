@@ -10,7 +10,7 @@ import pytest
 
 import pgraft
 from pgraft._impl import core
-from pgraft.errors import Unavailable
+from pgraft.errors import CommitTimeout, OutcomeUnknown, Unavailable
 from tests.support.inprocess import Cluster, run, wait_for
 
 
@@ -157,8 +157,11 @@ def test_no_leader_is_a_clear_error(tmpdir_short: str) -> None:
             # check-quorum: the isolated leader steps down within about an election timeout
             await wait_for(lambda: not lead.is_leader, 10, "the isolated leader to step down")
             async with await pgraft.connect(f"127.0.0.1:{lead.port}") as cl:
-                with pytest.raises(Unavailable):
+                with pytest.raises(Unavailable) as info:
                     await cl.append(b"x", timeout=2)
+                # it never entered a log: certainly not applied, not an unknown outcome
+                assert not isinstance(info.value, OutcomeUnknown)
+                assert info.value.sqlstate == "57P03"
                 with pytest.raises((Unavailable, pgraft.Timeout)):
                     await cl.kv_get("k", timeout=2)
                 with pytest.raises(Unavailable):
@@ -183,8 +186,13 @@ def test_uncommittable_write_times_out(tmpdir_short: str) -> None:
                 await c.stop(i)
             async with await pgraft.connect(f"127.0.0.1:{lead.port}") as cl:
                 t0 = asyncio.get_running_loop().time()
-                with pytest.raises(pgraft.Timeout):
+                # the entry is in the leader's log but cannot commit: outcome unknown
+                with pytest.raises(CommitTimeout) as info:
                     await cl.append(b"never-commits", timeout=0.3)
+                assert isinstance(info.value, OutcomeUnknown | pgraft.Timeout)
+                assert info.value.sqlstate == "40003" and info.value.code == "commit_timeout"
+                with pytest.raises(OutcomeUnknown):
+                    await cl.kv_put("k", "v", timeout=0.3)
                 assert asyncio.get_running_loop().time() - t0 < 2.0
                 # the node still answers
                 assert await cl.get_term() >= 1
