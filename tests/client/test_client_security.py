@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import ssl
 import subprocess
@@ -15,15 +14,10 @@ from drivers import Driver
 from fake_node import FakeNode
 
 from pgraft.errors import AuthenticationFailed, ConnectionFailed, InvalidArgument
+from tests.support.security import write_secret
 
 OpenClient = Callable[..., Driver]
 SECRET = b"a cluster secret of 32 bytes...."
-
-
-def write_secret(path: Path, secret: bytes) -> str:
-    path.write_bytes(secret + b"\n")
-    os.chmod(path, 0o600)
-    return str(path)
 
 
 @pytest.fixture
