@@ -85,6 +85,13 @@ def definite_failure(exc: BaseException) -> bool:
     return isinstance(exc, DEFINITE_FAILURES) and not isinstance(exc, OutcomeUnknown)
 
 
+def leader_confirmed(lead: int, voters: list[int], named: dict[int, int | None]) -> bool:
+    """``lead`` is the leader if a majority of its voters (those that answered, and the
+    silent ones counted against it) name it."""
+    agree = sum(1 for v in voters if named.get(v) == lead)
+    return bool(voters) and agree * 2 > len(voters)
+
+
 class ChaosCluster(LocalCluster):
     """A LocalCluster whose node ``i`` lives in network namespace ``i`` (when ``net``)."""
 
@@ -210,7 +217,12 @@ class Campaign:
             await client.close()
 
     async def find_leader(self, among: list[int] | None = None) -> int | None:
-        """The node a majority of the answering nodes name as leader, if it says so itself."""
+        """The node that says it leads and that a majority of *its* voters name as leader.
+
+        The majority is counted among the voters of the claimed leader's own membership, not
+        among the processes the harness runs: a node whose add or removal had an unknown
+        outcome keeps running (it is retired only once the final membership is known), and
+        such nodes outside the cluster must not be able to outvote its members."""
         ids = among if among is not None else self.alive_ids()
 
         async def one(i: int) -> int | None:
@@ -218,19 +230,20 @@ class Campaign:
                 return await self.ask(i, "get_leader", timeout=0.5)
             except PgraftError:
                 return None
-        named = await asyncio.gather(*(one(i) for i in ids))
-        votes = Counter(n for n in named if n)
-        if not votes:
-            return None
-        lead, count = votes.most_common(1)[0]
-        if count * 2 <= len(ids) or lead not in ids:
-            return None
-        try:
-            if not await self.ask(lead, "is_leader", timeout=0.5):
-                return None
-        except PgraftError:
-            return None
-        return lead
+        named = dict(zip(ids, await asyncio.gather(*(one(i) for i in ids)), strict=True))
+        for lead, _count in Counter(n for n in named.values() if n).most_common():
+            if lead not in ids:
+                continue
+            try:
+                if not await self.ask(lead, "is_leader", timeout=0.5):
+                    continue
+                view = await self.ask(lead, "get_nodes", timeout=0.5)
+            except PgraftError:
+                continue
+            voters = [n.node_id for n in view if n.role == "voter"]
+            if leader_confirmed(lead, voters, named):
+                return lead
+        return None
 
     # ---------------------------------------------------------------------- setup
     def setup(self) -> None:

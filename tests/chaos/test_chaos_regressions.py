@@ -65,3 +65,20 @@ def test_overwritten_proposal_is_not_reported_as_certainly_uncommitted() -> None
         assert "it was not committed" in superseded.future.exception().message
 
     asyncio.run(scenario())
+
+
+def test_leader_found_by_its_voters_not_outvoted_by_nodes_outside_the_cluster() -> None:
+    """Seed 4243 (30 min): five nodes whose add or removal had an unknown outcome kept running
+    outside the cluster; counting them in the majority found no leader after healing although
+    the five voters agreed on one ("no-convergence")."""
+    from chaos_campaign import leader_confirmed
+
+    voters = [77, 78, 81, 82, 83]
+    named: dict[int, int | None] = {77: 82, 78: None, 81: 82, 82: 82, 83: 82,
+                                    15: None, 23: None, 38: None, 69: None, 84: None}
+    assert leader_confirmed(82, voters, named)
+    # the rule it replaced: a majority of every process the harness runs
+    assert not sum(1 for n in named.values() if n == 82) * 2 > len(named)
+    # and a minority of the voters is still not enough
+    assert not leader_confirmed(82, voters, {77: 82, 82: 82, 81: 78, 78: 78, 83: None})
+    assert not leader_confirmed(82, [], named)
