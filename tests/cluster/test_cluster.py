@@ -26,6 +26,7 @@ from tests.support.cluster import (  # noqa: F401  (fixtures)
     requires_node,
     wait_until,
 )
+from tests.support.procs import processes_mentioning
 
 pytestmark = [pytest.mark.cluster, requires_node]
 
@@ -244,20 +245,6 @@ def test_pgraft_demo_end_to_end() -> None:
 
 
 
-def _processes_mentioning(text: str) -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                if text.encode() in f.read():
-                    pids.append(int(entry))
-        except OSError:
-            continue
-    return pids
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_pgraft_demo_cleans_up_on_ctrl_c() -> None:
     from tests.support.cluster import node_available
@@ -291,4 +278,4 @@ def test_pgraft_demo_cleans_up_on_ctrl_c() -> None:
     assert proc.returncode == 130, out
     assert "Traceback" not in out and "error: interrupted" in rest, out
     assert not os.path.exists(base_dir), out
-    wait_until("the demo's nodes to be gone", lambda: not _processes_mentioning(base_dir), 10)
+    wait_until("the demo's nodes to be gone", lambda: not processes_mentioning(base_dir), 10)

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import psycopg
 
 from pgraft.localcluster import free_port, wait_until
+from tests.support.procs import processes_mentioning
 
 PG_OS_USER = "postgres"
 PG_CONFIG = os.environ.get("PGRAFT_PG_CONFIG", "/usr/lib/postgresql/15/bin/pg_config")
@@ -73,18 +74,7 @@ def as_pg_user(cmd: list[str], *, cwd: str | Path, check: bool = True,
 
 def processes_under(path: str) -> list[int]:
     """PIDs of processes whose command line mentions ``path`` (our temporary directory)."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if path in cmdline and int(entry) != os.getpid():
-            pids.append(int(entry))
-    return pids
+    return processes_mentioning(path)
 
 
 class PgServer:
