@@ -39,6 +39,11 @@ HELLO_OK = "ok"
 HELLO_ERROR = "error"
 HELLO_CHALLENGE = "challenge"
 
+#: Requests that propose a log entry: one that fails without an answer, or is not committed
+#: in time, has an unknown outcome (the client raises OutcomeUnknown / CommitTimeout, the
+#: node answers CommitTimeout).
+WRITE_OPS = frozenset(("append", "kv_put", "kv_delete", "add_node", "remove_node"))
+
 _HEAD = struct.Struct("<IB")
 # Not thread-safe in general, but ``pack`` runs as one C call under the GIL (no ``default=``
 # hook calls back into Python), and a failed pack resets the buffer, so sharing it is safe.

@@ -65,10 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args and args[0] == "storage":
             return run_storage(args[1:])
         return _run_client_command(args)
-    except UsageError as exc:
-        print_error(exc.message, exc.hint)
-        return EXIT_USAGE
-    except InvalidArgument as exc:
+    except (UsageError, InvalidArgument) as exc:
         print_error(exc.message, exc.hint)
         return EXIT_USAGE
     except ConnectionFailed as exc:

@@ -36,6 +36,7 @@ from ..protocol import (
     HELLO_OK,
     MAX_FRAME_SIZE,  # read when a protocol is created, so a test can lower it here
     PROTOCOL_VERSION,
+    WRITE_OPS,
     client_hello,
     encode_control,
 )
@@ -45,8 +46,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
-#: Requests that propose a log entry: failing without an answer leaves their outcome unknown.
-WRITE_OPS = frozenset(("append", "kv_put", "kv_delete", "add_node", "remove_node"))
 
 _SAME_VERSION = "use the same pgraft version on both sides"
 

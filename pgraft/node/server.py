@@ -40,6 +40,7 @@ from ..errors import (
     ProtocolError,
     Timeout,
 )
+from ..protocol import WRITE_OPS
 from ..state import describe_entry_data
 from .config import endpoint
 from .listener import ClientConnection
@@ -234,7 +235,7 @@ class Server:
                 result = await coro
         except TimeoutError:
             # A membership change past its deadline is in the log and may still commit.
-            cls = CommitTimeout if op in ("add_node", "remove_node") else Timeout
+            cls = CommitTimeout if op in WRITE_OPS else Timeout
             self._error(conn, rid, cls(f"{op} did not complete within {timeout:g}s"))
         except PgraftError as exc:
             self._error(conn, rid, exc)
