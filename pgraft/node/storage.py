@@ -46,11 +46,13 @@ freed. :attr:`DiskStorage.space_low` warns before that happens (see ``Log.space_
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import logging
 import os
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from .._impl import core
@@ -182,6 +184,37 @@ def _marker_fields(text: str) -> dict[str, str]:
     return out
 
 
+@contextlib.contextmanager
+def operator_lock(data_dir: str) -> Iterator[str]:
+    """Hold the lock of a stopped node's data directory (the node's own ``LOCK``) for an
+    operator command (``pgraft storage ...``), so that no node starts on it meanwhile; yields
+    the absolute path. StorageError if it is not a directory or a node holds the lock."""
+    path = os.path.abspath(data_dir)
+    if not os.path.isdir(path):
+        raise StorageError(f"{path} is not a data directory", path=path)
+    lock = os.path.join(path, LOCK_FILE)
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise io_error("opening", lock, exc) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = ""
+            try:
+                text = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+                if text.isdigit():
+                    holder = f" (pid {text})"
+            except OSError:
+                pass
+            raise StorageError(f"data directory {path} is locked by a running node{holder}",
+                               hint="stop the node first", path=path) from None
+        yield path
+    finally:
+        os.close(fd)
+
+
 def clear_storage_failure(data_dir: str) -> str | None:
     """Remove the ``STORAGE_FAILED`` record of ``data_dir`` so that the node may open it again
     (the operator has checked the disk: see the module docstring). Returns the removed record's
@@ -192,17 +225,7 @@ def clear_storage_failure(data_dir: str) -> str | None:
         raise StorageError(f"{path} is not a data directory", path=path)
     if not os.path.exists(marker):
         return None
-    lock = os.path.join(path, LOCK_FILE)
-    try:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError as exc:
-        raise io_error("opening", lock, exc) from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise StorageError(f"data directory {path} is locked by a running node",
-                               hint="stop the node first", path=path) from None
+    with operator_lock(path):
         text = read_storage_failure(path)
         try:
             os.unlink(marker)
@@ -211,8 +234,6 @@ def clear_storage_failure(data_dir: str) -> str | None:
             return None
         except OSError as exc:
             raise io_error("removing", marker, exc) from None
-    finally:
-        os.close(fd)
     log.warning("storage failure record %s removed by the operator; it said: %s", marker,
                 (text or "").strip().replace("\n", "; "))
     return text
