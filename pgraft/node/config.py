@@ -12,6 +12,7 @@ from ..errors import InvalidArgument
 from ..protocol import MAX_FRAME_SIZE
 from ..raft.membership import VOTER, Membership, validate_address, validate_node_id
 from .identity import DEFAULT_CLUSTER_TOKEN
+from .logformat import HUMAN, LOG_FORMATS
 from .security import SecurityConfig, add_security_arguments, security_from_args
 
 RECORD_HEADER_SIZE = core.RECORD_HEADER_SIZE
@@ -251,6 +252,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="INFO",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         help="logging level (default INFO)")
+    parser.add_argument("--log-format", default=HUMAN, choices=list(LOG_FORMATS),
+                        help="'human' (default): timestamped lines; 'launcher': one "
+                             "'LEVEL:logger: text' line per record with backslash and newline "
+                             "escaped, for the PostgreSQL launcher (pgraft.node.logformat)")
     add_security_arguments(parser)
 
 
@@ -275,6 +280,7 @@ def config_from_args(ns: argparse.Namespace) -> NodeConfig:
     config.snapshot_chunk = min(config.snapshot_chunk, config.max_frame // 2)
     config.max_payload = min(config.max_payload, config.max_msg_bytes - 4096)
     config.extra["log_level"] = getattr(ns, "log_level", "INFO")
+    config.extra["log_format"] = getattr(ns, "log_format", HUMAN)
     config.validate()
     return config
 

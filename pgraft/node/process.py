@@ -8,7 +8,8 @@ MessageSink, the peers' PeerEvents and the snapshots' SnapshotHost) and starts t
 loop. Whatever it opened is closed again, in reverse order, when the node stops (or when a
 later step fails).
 
-:func:`run` is ``pgraft serve``: one node until SIGTERM/SIGINT.
+:func:`run` is ``pgraft serve``: one node until SIGTERM/SIGINT, logging in the human or the
+launcher format (:mod:`pgraft.node.logformat`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from ..state import AppliedState
 from .config import NodeConfig, describe_membership, endpoint, format_cluster
 from .identity import NodeIdentity, cluster_id_for
 from .listener import Listener
+from .logformat import HUMAN, configure_logging
 from .metrics import Metrics
 from .node import Node
 from .peers import Peers
@@ -176,8 +178,8 @@ async def start_node(config: NodeConfig, *,
 
 def run(config: NodeConfig) -> int:
     """Run a node until SIGTERM/SIGINT; returns the process exit code."""
-    logging.basicConfig(level=config.extra.get("log_level", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(config.extra.get("log_level", "INFO"),
+                      config.extra.get("log_format", HUMAN))
     # The sync thread hands the GIL back to the event loop when its fdatasync/msync returns;
     # with the default 5 ms switch interval that hand-over can dominate commit latency.
     sys.setswitchinterval(0.0002)
