@@ -20,6 +20,7 @@ module          what it does
 ``snapxfer``    InstallSnapshot streaming: the chunk/ack codec, both sides of a transfer
 ``snapshots``   when snapshots are taken, compaction, installing a received one
 ``identity``    cluster id and incarnation (the peer gate)
+``pgbinding``   the PostgreSQL system identifier a data directory is bound to
 ``security``    cluster secret, TLS and connection limits
 ``metrics``     counters and histograms
 ==============  =============================================================================

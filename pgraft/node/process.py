@@ -36,6 +36,7 @@ from .logformat import HUMAN, configure_logging
 from .metrics import Metrics
 from .node import Node
 from .peers import Peers
+from .pgbinding import bind_pg_system_id
 from .server import Server
 from .snapshots import SnapshotManager
 from .storage import SOCKET_FILE, DiskStorage
@@ -120,8 +121,16 @@ async def start_node(config: NodeConfig, *,
     config.validate()
     loop = loop or asyncio.get_running_loop()
     resources = Resources()
+    bind: Callable[[str, bool], None] | None = None
+    if config.pg_system_id is not None:
+        pg_system_id = config.pg_system_id
+
+        def bind_to_postgres(path: str, used_before: bool) -> None:
+            bind_pg_system_id(path, pg_system_id, config.node_id, has_raft_state=used_before)
+
+        bind = bind_to_postgres
     storage = DiskStorage(config.data_dir, config.node_id, segment_size=config.segment_size,
-                          max_entry_size=config.max_msg_bytes)
+                          max_entry_size=config.max_msg_bytes, on_locked=bind)
     resources.add(lambda graceful: storage.close() if graceful else storage.abandon())
     try:
         identity = NodeIdentity(storage.path, config.node_id)

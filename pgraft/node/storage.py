@@ -4,6 +4,7 @@ A node's data directory::
 
     LOCK            fcntl.flock'ed by the running node (holds its pid, for the error message)
     node_id         the node id this directory belongs to (written once)
+    pg_system_id    the PostgreSQL server it belongs to, when run by one (pgraft.node.pgbinding)
     log/            pgraft._impl.log.Log segments
     hardstate       pgraft._impl.log.HardStateFile (term, vote, commit, synced watermark)
     snap/           the last snapshot of the applied state (pgraft.node.snapfile.SnapshotStore)
@@ -52,7 +53,7 @@ import fcntl
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from .._impl import core
@@ -244,7 +245,12 @@ class DiskStorage:
 
     def __init__(self, data_dir: str, node_id: int, *, segment_size: int = 64 * 1024 * 1024,
                  max_entry_size: int = 16 * 1024 * 1024,
-                 commit_save_interval: float = 1.0) -> None:
+                 commit_save_interval: float = 1.0,
+                 on_locked: Callable[[str, bool], None] | None = None) -> None:
+        """``on_locked(path, used_before)`` is called once the directory is locked and its
+        node id checked, before anything else in it is read or written (``used_before``: it
+        already holds a log or hard state); what it raises aborts the open (the composition
+        root checks there which PostgreSQL server the directory belongs to)."""
         self.data_dir = DataDir(data_dir, node_id)
         self.path = self.data_dir.path
         self.node_id = node_id
@@ -260,6 +266,9 @@ class DiskStorage:
         self._synced = 0  # the log is known synced through this index
         self._saved_synced = 0  # ... and the hard state on disk says so
         try:
+            if on_locked is not None:
+                on_locked(self.path, any(os.path.exists(os.path.join(self.path, name))
+                                         for name in (HARD_STATE_FILE, LOG_DIR)))
             self._check_failure_record()
             self._open(segment_size, max_entry_size)
         except PgraftError:
