@@ -5,13 +5,23 @@ from __future__ import annotations
 import argparse
 import importlib
 import inspect
+import os
+import signal
 
 from ..errors import InvalidArgument, PgraftError
 from .exits import EXIT_USAGE
 from .parser import Parser, UsageError
 
 
+def _quickdie(signum: int, frame: object) -> None:
+    os._exit(2)
+
+
 def run_serve(argv: list[str]) -> int:
+    # SIGQUIT exits at once from the start (status 2, no cleanup, no core dump); the node's
+    # own handler (pgraft.node.process.install_quickdie, which logs a line first) replaces
+    # this one once the runtime is imported and logging is set up.
+    signal.signal(signal.SIGQUIT, _quickdie)
     try:
         node = importlib.import_module("pgraft.node")
     except ImportError as exc:

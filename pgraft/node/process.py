@@ -8,8 +8,8 @@ MessageSink, the peers' PeerEvents and the snapshots' SnapshotHost) and starts t
 loop. Whatever it opened is closed again, in reverse order, when the node stops (or when a
 later step fails).
 
-:func:`run` is ``pgraft serve``: one node until SIGTERM/SIGINT, logging in the human or the
-launcher format (:mod:`pgraft.node.logformat`).
+:func:`run` is ``pgraft serve``: one node until SIGTERM/SIGINT, or an immediate exit with
+status 2 on SIGQUIT; logging in the human or the launcher format (:mod:`pgraft.node.logformat`).
 """
 
 from __future__ import annotations
@@ -42,6 +42,9 @@ from .snapshots import SnapshotManager
 from .storage import SOCKET_FILE, DiskStorage
 
 log = logging.getLogger("pgraft.node")
+
+#: The exit status after SIGQUIT, as PostgreSQL's quickdie (``_exit(2)``).
+EXIT_QUICKDIE = 2
 
 #: Allocations between two young-generation collections in a node process (default 700).
 GC_THRESHOLD = 50_000
@@ -185,10 +188,39 @@ async def start_node(config: NodeConfig, *,
     return node
 
 
+def install_quickdie(node_id: int, handler: logging.Handler | None = None) -> None:
+    """SIGQUIT: exit at once with status :data:`EXIT_QUICKDIE`, without cleanup (no final
+    sync or hard state save, no goodbye to peers or clients, no atexit) and without a core
+    dump, like PostgreSQL's quickdie. One line is written to stderr first (with ``os.write``:
+    no lock that the interrupted code might hold), formatted by ``handler``.
+
+    The PostgreSQL launcher execs the node with SIGQUIT ignored (SIG_IGN), so that one that
+    arrives before this is installed cannot dump core; this handler replaces that. It is a
+    Python-level handler: it runs as soon as the main thread runs Python code again, at once
+    on a waiting event loop, or when a sync the loop thread is inside returns (PostgreSQL's
+    SIGKILL a few seconds after its SIGQUIT bounds that wait)."""
+    record = log.makeRecord(log.name, logging.INFO, __file__, 0,
+                            "node %d: SIGQUIT: exiting at once, without cleanup", (node_id,),
+                            None)
+
+    def quickdie(signum: int, frame: object) -> None:
+        try:
+            line = handler.format(record) if handler is not None else record.getMessage()
+            os.write(2, (line + "\n").encode("utf-8", "replace"))
+        except Exception:  # nothing may stop the exit
+            pass
+        os._exit(EXIT_QUICKDIE)
+
+    signal.signal(signal.SIGQUIT, quickdie)
+
+
 def run(config: NodeConfig) -> int:
-    """Run a node until SIGTERM/SIGINT; returns the process exit code."""
-    configure_logging(config.extra.get("log_level", "INFO"),
-                      config.extra.get("log_format", HUMAN))
+    """Run a node until SIGTERM/SIGINT; returns the process exit code: 0 after a clean stop,
+    1 if it cannot start or failed. SIGQUIT exits at once with :data:`EXIT_QUICKDIE`
+    (:func:`install_quickdie`)."""
+    handler = configure_logging(config.extra.get("log_level", "INFO"),
+                                config.extra.get("log_format", HUMAN))
+    install_quickdie(config.node_id, handler)
     # The sync thread hands the GIL back to the event loop when its fdatasync/msync returns;
     # with the default 5 ms switch interval that hand-over can dominate commit latency.
     sys.setswitchinterval(0.0002)

@@ -1,6 +1,7 @@
 """What the PostgreSQL launcher relies on, on real ``pgraft serve`` processes (the contract
 between the launcher, the node and the SQL bridge): ``--log-format launcher`` on stderr,
-and ``--pg-system-id`` (recorded, refused, rebound with ``pgraft storage rebind-postgres``)."""
+``--pg-system-id`` (recorded, refused, rebound with ``pgraft storage rebind-postgres``) and
+SIGQUIT (exit 2 at once, also when the launcher execs the node with SIGQUIT ignored)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from typing import IO
 
@@ -256,3 +258,31 @@ def test_rebind_needs_a_data_directory(tmpdir_short: str) -> None:
     assert f"{tmpdir_short} is not a pgraft data directory" in res.stderr
     res = _pgraft("storage", "rebind-postgres", "--data-dir", tmpdir_short)
     assert res.returncode == 2 and "--pg-system-id" in res.stderr
+
+
+# --------------------------------------------------------------------------------- SIGQUIT
+@pytest.mark.parametrize("ignored", [True, False], ids=["inherited-SIG_IGN", "default"])
+def test_sigquit_exits_at_once_with_status_2(tmpdir_short: str, serve: Callable[..., Served],
+                                             ignored: bool) -> None:
+    data_dir = os.path.join(tmpdir_short, "q")
+    port = free_port()
+    s = serve(_serve_args(data_dir, port, "--log-format", "launcher"),
+              ignore_sigquit=ignored)
+    s.wait_listening()
+    wait_until("the node to lead", lambda: "-> leader in term" in s.stderr(), 20, 0.05)
+    started = time.monotonic()
+    s.proc.send_signal(signal.SIGQUIT)
+    assert s.wait(10) == 2
+    assert time.monotonic() - started < 2.0
+    records = _records(s.stderr())
+    assert records[-1] == ("INFO", "pgraft.node: node 1: SIGQUIT: exiting at once, without "
+                                   "cleanup")
+    assert not any("stopping" in t for _, t in records)
+    # no cleanup: the listener never removed its socket
+    assert os.path.exists(os.path.join(data_dir, "node.sock"))
+    # and the next start recovers as after a crash
+    s = serve(_serve_args(data_dir, port))
+    s.wait_listening()
+    wait_until("the node to lead", lambda: "-> leader in term" in s.stderr(), 20, 0.05)
+    s.proc.send_signal(signal.SIGTERM)
+    assert s.wait() == 0
