@@ -10,6 +10,11 @@ Exit codes: 0 success; 1 the node or cluster refused or failed the call (or ``kv
 no value); 2 bad command line or argument; 3 the node cannot be reached; 130 interrupted.
 Failures print one line, ``error: ... (hint: ...)``, on stderr, never a traceback (with
 ``pgraft serve --log-format launcher``: one ``ERROR:pgraft.cli: ...`` record instead).
+
+``pgraft serve`` exits 0 after SIGTERM/SIGINT (a leader hands the leadership over first), 1
+when the node cannot start (e.g. its data directory belongs to another node or PostgreSQL
+server) or failed, 2 on a bad command line and after SIGQUIT (at once, without cleanup, as
+PostgreSQL's quickdie).
 """
 
 from __future__ import annotations

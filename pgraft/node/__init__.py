@@ -8,7 +8,7 @@ module          what it does
 ==============  =============================================================================
 ``config``      :class:`NodeConfig`, the ``pgraft serve`` options, the cluster notation
 ``process``     the composition root: opens, builds and wires a node (:func:`start_node`);
-                :func:`run` with signals
+                :func:`run` with signals (a stopping leader hands over; SIGQUIT exits at once)
 ``logformat``   the human and the launcher log formats of ``pgraft serve --log-format``
 ``node``        :class:`Node`: the Ready loop, proposals, reads, membership changes
 ``waiters``     the pending-proposal table, read, apply and leader waiters

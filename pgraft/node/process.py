@@ -8,14 +8,16 @@ MessageSink, the peers' PeerEvents and the snapshots' SnapshotHost) and starts t
 loop. Whatever it opened is closed again, in reverse order, when the node stops (or when a
 later step fails).
 
-:func:`run` is ``pgraft serve``: one node until SIGTERM/SIGINT, or an immediate exit with
-status 2 on SIGQUIT; logging in the human or the launcher format (:mod:`pgraft.node.logformat`).
+:func:`run` is ``pgraft serve``: one node until SIGTERM/SIGINT (a leader hands the leadership
+over first), or an immediate exit with status 2 on SIGQUIT; logging in the human or the
+launcher format (:mod:`pgraft.node.logformat`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import gc
 import inspect
 import logging
@@ -214,10 +216,30 @@ def install_quickdie(node_id: int, handler: logging.Handler | None = None) -> No
     signal.signal(signal.SIGQUIT, quickdie)
 
 
+async def _stop_gracefully(node: Node, hurry: asyncio.Event,
+                           failed: asyncio.Task[BaseException | None]) -> None:
+    """SIGTERM/SIGINT: a leader hands over first (:meth:`Node.hand_over_leadership`); a
+    second signal, or the node failing, ends the wait."""
+    loop = asyncio.get_running_loop()
+    handover = loop.create_task(node.hand_over_leadership())
+    hurried = loop.create_task(hurry.wait())
+    try:
+        await asyncio.wait([handover, hurried, failed], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        hurried.cancel()
+        if not handover.done():
+            handover.cancel()
+            if hurry.is_set():
+                log.warning("node %d: stop signal again: stopping without waiting for the "
+                            "leadership handover", node.node_id)
+            with contextlib.suppress(asyncio.CancelledError):
+                await handover
+
+
 def run(config: NodeConfig) -> int:
-    """Run a node until SIGTERM/SIGINT; returns the process exit code: 0 after a clean stop,
-    1 if it cannot start or failed. SIGQUIT exits at once with :data:`EXIT_QUICKDIE`
-    (:func:`install_quickdie`)."""
+    """Run a node until SIGTERM/SIGINT (a leader hands over first); returns the process exit
+    code: 0 after a clean stop, 1 if it cannot start or failed. SIGQUIT exits at once with
+    :data:`EXIT_QUICKDIE` (:func:`install_quickdie`)."""
     handler = configure_logging(config.extra.get("log_level", "INFO"),
                                 config.extra.get("log_format", HUMAN))
     install_quickdie(config.node_id, handler)
@@ -243,12 +265,21 @@ def run(config: NodeConfig) -> int:
                       f" (hint: {exc.hint})" if exc.hint else "")
             return 1
         stop = asyncio.Event()
+        hurry = asyncio.Event()  # a second SIGTERM/SIGINT: stop waiting for the handover
+
+        def on_stop_signal() -> None:
+            if stop.is_set():
+                hurry.set()
+            stop.set()
+
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_stop_signal)
         stopped = loop.create_task(stop.wait())
         failed = loop.create_task(node.wait_failed())
         await asyncio.wait([stopped, failed], return_when=asyncio.FIRST_COMPLETED)
+        if stop.is_set() and not failed.done():
+            await _stop_gracefully(node, hurry, failed)
         code = 0
         if failed.done() and not failed.cancelled() and failed.result() is not None:
             log.error("node %d failed: %s", config.node_id, failed.result())
