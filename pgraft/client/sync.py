@@ -381,6 +381,7 @@ class Client:
         if sock is None:
             return proto.connection_lost()
         out: bytes | memoryview = data
+        started = False  # some of ``data`` may be on the wire
         try:
             while True:
                 remaining = self._slice(deadline)
@@ -388,14 +389,18 @@ class Client:
                 try:
                     sent = sock.send(out)
                 except TimeoutError:
+                    # A plain socket sent nothing; TLS may have written part of a record, and
+                    # must be retried with the same bytes.
+                    started = started or hasattr(sock, "pending")
                     if remaining > 0 and time.monotonic() < deadline:
                         continue  # a slice passed with the socket's buffer full
                     raise
                 if sent == len(out):
                     return []
                 out = memoryview(out)[sent:]
+                started = True
         except _Interrupted:
-            if len(out) < len(data):  # half a frame on the wire: the stream is unusable
+            if started:  # part of a frame on the wire: the stream is unusable
                 self.close()
             raise
         except OSError as exc:  # a timeout too: part of a frame may be out, the stream is lost
