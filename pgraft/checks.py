@@ -4,13 +4,11 @@ propose. Each returns the value (normalized where noted) or raises
 :class:`~pgraft.errors.InvalidArgument` (:class:`~pgraft.errors.PayloadTooLarge` past a size
 limit) with a message naming the value and a hint saying what is accepted.
 
-Imported inside PostgreSQL backends by the synchronous client: keep it light (``ipaddress`` is
-imported only when an address is checked).
+Imported inside PostgreSQL backends by the synchronous client: keep it light (it imports
+nothing but the errors; ``ipaddress`` is imported only when an address is checked).
 """
 
 from __future__ import annotations
-
-import math
 
 from .errors import InvalidArgument, PayloadTooLarge
 
@@ -30,7 +28,7 @@ MAX_HOST_NAME = 253
 _ID_HINT = "node ids are positive integers (1, 2, 3, ...)"
 _PORT_HINT = "use a TCP port number between 1 and 65535"
 _ADDRESS_HINT = "give a host name (node4.example.com) or an IP address (10.0.0.14, fd00::14)"
-_TIMEOUT_HINT = "pass e.g. timeout=5.0"
+_INF = float("inf")
 
 
 def _is_int(value: Any) -> bool:
@@ -141,13 +139,15 @@ def check_data(data: Any) -> bytes:
     raise InvalidArgument(f"data must be bytes, got {type(data).__name__}", hint=hint)
 
 
-def check_timeout(timeout: Any) -> float:
-    """``timeout`` as a float if it is a finite number of seconds > 0."""
+def check_timeout(timeout: Any, what: str = "timeout", example: str = "5.0") -> float:
+    """``timeout`` as a float if it is a finite number of seconds > 0 (``what`` names it in
+    the message, ``example`` is the value the hint suggests)."""
     if isinstance(timeout, bool) or not isinstance(timeout, int | float):
-        raise InvalidArgument(f"timeout must be a number of seconds, got "
-                              f"{type(timeout).__name__} {timeout!r}", hint=_TIMEOUT_HINT)
+        raise InvalidArgument(f"{what} must be a number of seconds, got "
+                              f"{type(timeout).__name__} {timeout!r}",
+                              hint=f"pass e.g. {what}={example}")
     value = float(timeout)
-    if not (value > 0 and math.isfinite(value)):
-        raise InvalidArgument(f"timeout must be a positive, finite number of seconds, got "
-                              f"{timeout!r}", hint=_TIMEOUT_HINT)
+    if not 0.0 < value < _INF:  # NaN compares false too
+        raise InvalidArgument(f"{what} must be a positive, finite number of seconds, got "
+                              f"{timeout!r}", hint=f"pass e.g. {what}={example}")
     return value

@@ -3,6 +3,34 @@
 Every error carries a message that says what failed and why, a ``hint`` that says what to do,
 and the ``sqlstate`` the PostgreSQL layer raises it with. Errors cross the client protocol as
 ``(code, message, details)`` and are rebuilt on the client side by :func:`from_wire`.
+
+What a failed call tells its caller (the SQL functions raise it with its SQLSTATE):
+
+================  ========  ================================================================
+error             SQLSTATE  meaning
+================  ========  ================================================================
+InvalidArgument   22023     a value that can never be valid; nothing was sent
+PayloadTooLarge   54000     a payload, key or value over its limit; nothing was sent
+NotLeaderError    25006     a write reached a follower (``leader_id`` names the leader)
+Unavailable       57P03     no leader, no quorum, node stopping: the write certainly did not
+                            happen
+ConnectionFailed  08006     the node cannot be reached (an Unavailable)
+Timeout           57014     a read or wait did not complete in time; nothing changed
+Interrupted       57014     the caller stopped waiting (its ``interrupt`` callback: in
+                            PostgreSQL a cancel or statement_timeout): a read, or a call not
+                            sent yet; nothing changed
+OutcomeUnknown    40003     a write entered a log, then the call failed: it may have taken
+                            effect; read the state back before retrying
+CommitTimeout     40003     a write not committed in time (OutcomeUnknown and Timeout)
+InterruptedWrite  40003     the caller stopped waiting for a sent write (OutcomeUnknown and
+                            Interrupted): it may still commit
+Overloaded        53000     a bounded queue is full; back off and retry
+StorageFull       53100     the node's file system is full; nothing was written
+================  ========  ================================================================
+
+and the rest, each with its own SQLSTATE: MembershipChangeInProgress,
+LeadershipTransferInProgress, UnknownNode, NodeExists, ProtocolError, DecodeError,
+AuthenticationFailed, MemberRefused, StorageError, StorageCorrupted, StorageFormatError.
 """
 
 from __future__ import annotations
@@ -141,6 +169,28 @@ class CommitTimeout(OutcomeUnknown, Timeout):
     sqlstate = "40003"
     default_hint = ("the write may still take effect: read the state back before retrying, "
                     "and check that a majority of the nodes are running")
+
+
+class Interrupted(PgraftError):
+    """The caller stopped waiting for a call: the blocking client's ``interrupt`` callback
+    returned True (in PostgreSQL: a cancel request or statement_timeout is pending). A read,
+    or a call interrupted before its request was sent, changed nothing; a write interrupted
+    after it was sent raises :class:`InterruptedWrite`, which is also an
+    :class:`OutcomeUnknown`."""
+
+    code = "interrupted"
+    sqlstate = "57014"  # query_canceled
+    default_hint = "nothing was changed; run the call again if it is still wanted"
+
+
+class InterruptedWrite(OutcomeUnknown, Interrupted):
+    """The caller stopped waiting for a write that was sent: it may have committed, or may
+    still commit."""
+
+    code = "interrupted_write"
+    sqlstate = "40003"  # statement_completion_unknown, as CommitTimeout
+    default_hint = ("the write may still commit: check with a read (pgraft_kv_get, "
+                    "pgraft_get_nodes, the log) before retrying it")
 
 
 class Overloaded(PgraftError):

@@ -14,8 +14,9 @@ It knows the handshake (with the cluster-secret proof of :mod:`pgraft.auth`), as
 ids, matches answers to them, rebuilds the node's errors with :func:`pgraft.errors.from_wire`,
 and knows which ops write: a write that fails without an answer raises
 :class:`~pgraft.errors.OutcomeUnknown` (its entry may have been appended), one that times out
-:class:`~pgraft.errors.CommitTimeout`; a read gets :class:`~pgraft.errors.ConnectionFailed` or
-:class:`~pgraft.errors.Timeout`.
+:class:`~pgraft.errors.CommitTimeout`, one whose wait the caller interrupted
+:class:`~pgraft.errors.InterruptedWrite`; a read gets :class:`~pgraft.errors.ConnectionFailed`,
+:class:`~pgraft.errors.Timeout` or :class:`~pgraft.errors.Interrupted`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from .._impl import core
 from ..errors import (
     CommitTimeout,
     ConnectionFailed,
+    Interrupted,
+    InterruptedWrite,
     OutcomeUnknown,
     PayloadTooLarge,
     PgraftError,
@@ -54,6 +57,22 @@ def wait_limit(timeout: float) -> float:
     """How long a shell waits for the answer to a call sent with ``timeout``: the node answers
     Timeout itself when ``timeout`` passes; its answer gets a moment to arrive."""
     return timeout + min(1.0, 0.05 + timeout * 0.1)
+
+
+def interrupted(op: str, target: str, *, sent: bool, connecting: bool = False) -> Interrupted:
+    """The error of call ``op`` to node ``target`` whose wait the caller interrupted:
+    :class:`~pgraft.errors.InterruptedWrite` for a write whose request was ``sent`` (it may
+    still commit), :class:`~pgraft.errors.Interrupted` otherwise (nothing changed)."""
+    if not sent:
+        where = "while connecting" if connecting else "before the request was sent"
+        return Interrupted(f"{op}: the wait for node {target} was interrupted by the caller "
+                           f"{where}; nothing was changed")
+    if op in WRITE_OPS:
+        return InterruptedWrite(
+            f"{op}: the wait for the answer of node {target} was interrupted by the caller; "
+            "its outcome is unknown (the write was sent and may still take effect)")
+    return Interrupted(f"{op}: the wait for the answer of node {target} was interrupted by "
+                       "the caller")
 
 
 # ------------------------------------------------------------------------ events
@@ -209,6 +228,14 @@ class ClientProtocol:
             f"{op} got no answer from node {self.target} within {timeout:g}s",
             hint="check the node with `pgraft status`; retry with a larger timeout if the "
                  "cluster is healthy"))
+
+    def interrupt(self, rid: int) -> Failed | None:
+        """The caller stopped waiting for call ``rid`` (sent): its failure, or None if it was
+        answered meanwhile. The connection stays usable; a late answer is ignored."""
+        op = self._pending.pop(rid, None)
+        if op is None:
+            return None
+        return Failed(rid, interrupted(op, self.target, sent=True))
 
     # -------------------------------------------------------------- incoming
     def receive_data(self, data: bytes) -> list[Event]:

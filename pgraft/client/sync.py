@@ -14,20 +14,29 @@ arrived meanwhile without waiting: a late answer is dropped, and a connection th
 closed (it restarted, say) is replaced by a new one before the request is sent, so the call
 does not fail for it. ``timeout=`` bounds connecting, and the wait for the answer (the node is
 told the same timeout and answers Timeout itself).
+
+Waits can be cut short by the caller. ``interrupt=`` is a callable that returns True when the
+caller must stop waiting (in a PostgreSQL backend: a cancel request or statement_timeout is
+pending). The client then blocks (connecting, sending, waiting for the answer) in slices of at
+most ``interrupt_interval`` seconds and calls ``interrupt()`` between them, never before the
+first slice of a call has passed: a call answered within it never calls it. When it returns
+True, the call raises :class:`~pgraft.errors.Interrupted` (a read, or a call whose request was
+not sent: nothing changed) or :class:`~pgraft.errors.InterruptedWrite` (a write that was sent:
+it may still commit). The connection stays usable and the late answer is dropped, unless the
+request had gone out only in part (then the connection is closed; the node cannot have it).
 """
 
 from __future__ import annotations
 
 import _socket
 import os
-import select
 import sys
 import time
 
 from ..checks import check_timeout
-from ..errors import ConnectionFailed, PgraftError
+from ..errors import ConnectionFailed, InvalidArgument, PgraftError
 from . import _ops
-from ._proto import ClientProtocol, Closed, Event, Failed, Reply, Send, wait_limit
+from ._proto import ClientProtocol, Closed, Event, Failed, Reply, Send, interrupted, wait_limit
 from ._target import (
     DEFAULT_TIMEOUT,
     Target,
@@ -39,6 +48,8 @@ from ._target import (
 
 TYPE_CHECKING = False  # typing only for the type checker: see pgraft/errors.py
 if TYPE_CHECKING:
+    import socket
+    from collections.abc import Callable
     from types import TracebackType
     from typing import Any
 
@@ -47,10 +58,17 @@ if TYPE_CHECKING:
 __all__ = ["Client"]
 
 _READ_SIZE = 256 * 1024
+_NEVER = float("inf")
+#: Default of ``interrupt_interval``: how often a wait asks ``interrupt()``, in seconds.
+DEFAULT_INTERRUPT_INTERVAL = 0.02
 
 
 class _Expired(Exception):
     """The deadline of a blocking read passed."""
+
+
+class _Interrupted(Exception):
+    """``interrupt()`` said that the caller must stop waiting."""
 
 
 def _refuse_inside_event_loop() -> None:
@@ -74,10 +92,17 @@ class Client:
     no threads (host names are resolved in the calling thread). Cheap to create per call, and
     may be kept for reuse; not to be shared between threads. ``close()`` (or ``with``)
     releases the socket; the client may be used again afterwards.
+
+    ``interrupt``: a callable returning True when the caller must stop waiting; it is called
+    between slices of at most ``interrupt_interval`` seconds of any wait, never before the
+    first slice of a call has passed (see :mod:`pgraft.client.sync`). What it raises
+    propagates, and the connection is closed.
     """
 
     def __init__(self, target: str | os.PathLike[str] | Target, *,
                  timeout: float = DEFAULT_TIMEOUT,
+                 interrupt: Callable[[], bool] | None = None,
+                 interrupt_interval: float = DEFAULT_INTERRUPT_INTERVAL,
                  secret_file: str | os.PathLike[str] | None = None,
                  tls_ca: str | os.PathLike[str] | None = None,
                  tls_cert: str | os.PathLike[str] | None = None,
@@ -85,6 +110,13 @@ class Client:
         self._target = parse_target(target)
         self._display = str(self._target)
         self._timeout = check_timeout(timeout)
+        if interrupt is not None and not callable(interrupt):
+            raise InvalidArgument(
+                f"interrupt must be a callable or None, got {type(interrupt).__name__}",
+                hint="pass a function that returns True when the caller must stop waiting")
+        self._interrupt = interrupt
+        self._interval = check_timeout(interrupt_interval, "interrupt_interval", "0.02")
+        self._check_at = _NEVER  # when the current call's wait asks interrupt() next
         self._security = load_security(secret_file, tls_ca, tls_cert, tls_key)
         self._sock: _socket.socket | None = None
         self._proto: ClientProtocol | None = None
@@ -137,17 +169,26 @@ class Client:
     def _call(self, call: _ops.Call, timeout: float | None) -> Any:
         limit = self._timeout if timeout is None else check_timeout(timeout)
         _refuse_inside_event_loop()
+        if self._interrupt is not None:
+            self._check_at = time.monotonic() + self._interval  # the first slice is never cut
         try:
             if not self.closed:
-                self._catch_up()
+                try:
+                    self._catch_up()
+                except _Interrupted:  # nothing was sent; the connection stays
+                    raise interrupted(call.op, self._display, sent=False) from None
             if self.closed:
-                self._connect(limit)
+                try:
+                    self._connect(limit)
+                except _Interrupted:  # _connect closed the connection
+                    raise interrupted(call.op, self._display, sent=False,
+                                      connecting=True) from None
             return call.shape(self._request(call, limit), self._display)
         except PgraftError:
             raise
         except BaseException:
-            # Interrupted (KeyboardInterrupt, an unexpected error): the stream's state is
-            # unknown, so the connection cannot be reused.
+            # KeyboardInterrupt, an error of interrupt() or an unexpected one: the stream's
+            # state is unknown, so the connection cannot be reused.
             self.close()
             raise
 
@@ -156,19 +197,30 @@ class Client:
         assert proto is not None
         rid, frame = proto.send_request(call.op, call.args, limit)
         deadline = time.monotonic() + wait_limit(limit)
-        events = self._send(frame, deadline)
+        try:
+            events = self._send(frame, deadline)
+        except _Interrupted:
+            # Not all of the frame went out (if part of it did, _send closed the connection):
+            # the node cannot have the request.
+            proto.forget(rid)
+            raise interrupted(call.op, self._display, sent=False) from None
         while True:
-            outcome = self._handle(events, rid, deadline)
-            if isinstance(outcome, Reply):
-                return outcome.result
-            if isinstance(outcome, Failed):
-                raise outcome.error
             try:
-                events = self._read(deadline)
+                outcome = self._handle(events, rid, deadline)
+                if outcome is None:
+                    events = self._read(deadline)
+                    continue
             except _Expired:
                 failed = proto.expire(rid, limit)
-                assert failed is not None  # an answered or failed call returned above
+                assert failed is not None  # an answered or failed call returned below
                 raise failed.error from None  # the connection stays; a late answer is dropped
+            except _Interrupted:
+                failed = proto.interrupt(rid)
+                assert failed is not None
+                raise failed.error from None  # the same: the connection stays
+            if isinstance(outcome, Reply):
+                return outcome.result
+            raise outcome.error
 
     def _handle(self, events: list[Event], rid: int | None,
                 deadline: float) -> Reply | Failed | None:
@@ -196,7 +248,7 @@ class Client:
                                secret=security.secret if security is not None else None)
         deadline = time.monotonic() + limit
         try:
-            sock = self._dial(limit)
+            sock = self._dial(deadline)
         except TimeoutError:
             raise connect_timeout_error(self._display, limit) from None
         except OSError as exc:
@@ -215,20 +267,21 @@ class Client:
         except _Expired:
             self.close()
             raise connect_timeout_error(self._display, limit) from None
-        except PgraftError:
+        except (PgraftError, _Interrupted):
             self.close()
             raise
         self._node_id = proto.node_id
 
-    def _dial(self, limit: float) -> _socket.socket:
+    def _dial(self, deadline: float) -> _socket.socket:
         target = self._target
         if target.path is not None:
             # The C socket type, not socket.py: the Unix socket is what the SQL functions use,
             # and socket.py (with enum and selectors) would cost their first call more than
-            # connecting and the call together.
+            # connecting and the call together. Connecting to a Unix socket does not wait (a
+            # full backlog fails with EAGAIN at once): there is nothing to cut short.
             sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
             try:
-                sock.settimeout(limit)
+                sock.settimeout(max(deadline - time.monotonic(), 0.001))
                 sock.connect(target.path)
             except BaseException:
                 sock.close()
@@ -237,58 +290,148 @@ class Client:
         import socket
 
         assert target.host is not None and target.port is not None
-        # Resolves the name in this thread (getaddrinfo) and tries each address in turn.
-        tcp = socket.create_connection((target.host, target.port), timeout=limit)
+        # Resolves the name in this thread (getaddrinfo, which cannot be cut short) and tries
+        # each address in turn, as socket.create_connection does, within the one deadline.
+        tcp = None
+        first_error: OSError | None = None
+        for family, kind, protocol, _, address in socket.getaddrinfo(
+                target.host, target.port, 0, socket.SOCK_STREAM):
+            tcp = socket.socket(family, kind, protocol)
+            try:
+                self._connect_tcp(tcp, address, deadline)
+                break
+            except TimeoutError:
+                tcp.close()
+                raise  # the deadline passed: no time is left for another address
+            except OSError as exc:
+                tcp.close()
+                tcp = None
+                first_error = first_error or exc
+            except BaseException:
+                tcp.close()
+                raise
+        if tcp is None:
+            raise first_error or OSError(f"no address found for {target.host}")
         try:
             tcp.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             security = self._security
             if security is not None and security.ssl is not None:
-                # The TLS handshake runs here, bounded by the socket's timeout; the
-                # certificate must name the host as given.
-                tcp = security.ssl.wrap_socket(tcp, server_hostname=target.host)
+                # The certificate must name the host as given.
+                tcp = security.ssl.wrap_socket(tcp, server_hostname=target.host,
+                                               do_handshake_on_connect=False)
+                while True:
+                    tcp.settimeout(self._slice_or_expire(deadline, TimeoutError))
+                    try:
+                        tcp.do_handshake()
+                        break
+                    except TimeoutError:
+                        continue  # a slice passed; the handshake goes on where it stopped
         except BaseException:
             tcp.close()
             raise
         return tcp
 
+    def _connect_tcp(self, sock: socket.socket, address: Any, deadline: float) -> None:
+        """Connect ``sock`` without blocking and wait for it in slices; TimeoutError at
+        ``deadline``."""
+        import errno
+        import select
+
+        sock.setblocking(False)
+        err = sock.connect_ex(address)
+        if err == errno.EINPROGRESS:
+            poller = select.poll()
+            poller.register(sock, select.POLLOUT)
+            while not poller.poll(int(self._slice_or_expire(deadline, TimeoutError) * 1000) + 1):
+                pass
+            err = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_ERROR)
+        if err:
+            raise OSError(err, os.strerror(err))  # the errno's subclass (ConnectionRefused...)
+
     # -------------------------------------------------------------------- I/O
+    def _slice(self, deadline: float) -> float:
+        """Seconds to block next: until ``deadline`` or the next interrupt check, whichever is
+        first (<= 0 once the deadline passed). When a check is due, it calls ``interrupt()``
+        and raises _Interrupted if the caller must stop waiting."""
+        now = time.monotonic()
+        remaining = deadline - now
+        if remaining <= 0 or now < self._check_at:
+            return min(remaining, self._check_at - now)
+        interrupt = self._interrupt
+        assert interrupt is not None  # _check_at is _NEVER without it
+        if interrupt():
+            raise _Interrupted
+        now = time.monotonic()
+        self._check_at = now + self._interval
+        return min(deadline - now, self._interval)
+
+    def _slice_or_expire(self, deadline: float, expired: type[Exception]) -> float:
+        """:meth:`_slice`, raising ``expired`` once the deadline passed."""
+        remaining = self._slice(deadline)
+        if remaining <= 0:
+            raise expired("timed out")
+        return remaining
+
     def _send(self, data: bytes, deadline: float) -> list[Event]:
-        """Write ``data``; the events of a failed write (none when it went out)."""
+        """Write ``data``; the events of a failed write (none when it went out). Raises
+        _Interrupted if the caller stops waiting before all of it went out, having closed the
+        connection if part of it did."""
         sock, proto = self._sock, self._proto
         assert proto is not None
         if sock is None:
             return proto.connection_lost()
+        out: bytes | memoryview = data
+        started = False  # some of ``data`` may be on the wire
         try:
-            sock.settimeout(max(deadline - time.monotonic(), 0.001))
-            sock.sendall(data)
+            while True:
+                remaining = self._slice(deadline)
+                sock.settimeout(max(remaining, 0.001))
+                try:
+                    sent = sock.send(out)
+                except TimeoutError:
+                    # A plain socket sent nothing; TLS may have written part of a record, and
+                    # must be retried with the same bytes.
+                    started = started or hasattr(sock, "pending")
+                    if remaining > 0 and time.monotonic() < deadline:
+                        continue  # a slice passed with the socket's buffer full
+                    raise
+                if sent == len(out):
+                    return []
+                out = memoryview(out)[sent:]
+                started = True
+        except _Interrupted:
+            if started:  # part of a frame on the wire: the stream is unusable
+                self.close()
+            raise
         except OSError as exc:  # a timeout too: part of a frame may be out, the stream is lost
             return proto.connection_lost(exc)
-        return []
 
     def _read(self, deadline: float) -> list[Event]:
-        """The events of one read; raises _Expired at ``deadline``."""
+        """The events of one read; raises _Expired at ``deadline``, _Interrupted if the
+        caller stops waiting."""
         sock, proto = self._sock, self._proto
         assert proto is not None
         if sock is None:  # dropped on a Closed event: nothing more will come
             raise proto.failure() or ConnectionFailed(
                 f"the connection to node {self._display} is closed")
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise _Expired
-        try:
-            sock.settimeout(remaining)
-            data = sock.recv(_READ_SIZE)
-        except TimeoutError:
-            raise _Expired from None
-        except OSError as exc:
-            return proto.connection_lost(exc)
-        if not data:
-            return proto.connection_lost()
-        return proto.receive_data(data)
+        while True:
+            remaining = self._slice_or_expire(deadline, _Expired)
+            try:
+                sock.settimeout(remaining)
+                data = sock.recv(_READ_SIZE)
+            except TimeoutError:
+                continue  # a slice passed with nothing to read
+            except OSError as exc:
+                return proto.connection_lost(exc)
+            if not data:
+                return proto.connection_lost()
+            return proto.receive_data(data)
 
     def _catch_up(self) -> None:
         """Before a call on a kept connection: take in what arrived since the last call (late
         answers; the node closing the connection) without waiting for more."""
+        import select  # only for a kept connection: the first call of a session has none
+
         sock, proto = self._sock, self._proto
         assert sock is not None and proto is not None
         poller = select.poll()  # not select.select: a backend's socket fd may exceed 1023

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import shutil
+import socket
 import ssl
 import subprocess
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +16,10 @@ import pytest
 from drivers import Driver
 from fake_node import FakeNode
 
+import pgraft
+from pgraft._impl import core
 from pgraft.errors import AuthenticationFailed, ConnectionFailed, InvalidArgument
+from pgraft.protocol import MAX_FRAME_SIZE, encode_control
 from tests.support.security import write_secret
 
 OpenClient = Callable[..., Driver]
@@ -101,3 +107,41 @@ def test_tls_client_certificate_needs_a_ca(open_client: OpenClient,
     with pytest.raises(InvalidArgument, match="needs tls_ca="):
         open_client("127.0.0.1:1", tls_cert=pki["node.pem"],
                     tls_key=pki["node.key"]).call("get_term")
+
+
+def test_a_slow_tls_handshake_resumes_across_interrupt_slices(pki: dict[str, str]) -> None:
+    # The client waits for the node's TLS answer in slices (asking interrupt() between them);
+    # a handshake that outlasts several slices goes on where it stopped.
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(pki["node.pem"], pki["node.key"])
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        time.sleep(0.2)  # the client's hello waits unanswered meanwhile
+        with ctx.wrap_socket(conn, server_side=True) as tls:
+            decoder = core.FrameDecoder(MAX_FRAME_SIZE)
+            first = True
+            while data := tls.recv(65536):
+                for obj in decoder.feed(data):
+                    tls.sendall(encode_control(
+                        {"hello": "ok", "node_id": 1, "version": 1} if first else
+                        {"id": obj["id"], "ok": True, "result": 3}))
+                    first = False
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    asked: list[float] = []
+
+    def interrupt() -> bool:
+        asked.append(time.monotonic())
+        return False
+
+    with srv, pgraft.Client(f"127.0.0.1:{srv.getsockname()[1]}", tls_ca=pki["ca.pem"],
+                            interrupt=interrupt, interrupt_interval=0.02) as c:
+        assert c.get_term() == 3
+        assert len(asked) >= 3  # the handshake did wait across slices
+        assert c.get_term() == 3
+    thread.join(10)

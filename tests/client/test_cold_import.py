@@ -24,10 +24,15 @@ SITE = os.path.dirname(os.path.dirname(os.path.abspath(msgpack.__file__)))
 #: Never on the path of a plain call over the Unix socket (no TLS, no secret, no member list).
 #: typing and socket.py too: each alone cost more than the rest of the client (the modules
 #: import typing for the type checker only; the Unix socket is opened with _socket).
-#: importlib and warnings (importlib imports it) are not loaded in a backend either.
+#: importlib and warnings (importlib imports it) are not loaded in a backend either. json and
+#: ipaddress (checked addresses only) stay out too, and ctypes: the SQL functions' interrupt
+#: callable imports it, and an answered call never calls it.
 HEAVY = ("asyncio", "uvloop", "ssl", "dataclasses", "inspect", "logging", "hashlib", "typing",
-         "socket", "selectors", "enum", "re", "importlib", "warnings", "pgraft._log",
-         "pgraft._log_py", "pgraft.auth", "pgraft.client.aio", "pgraft.node")
+         "socket", "selectors", "enum", "re", "importlib", "warnings", "json", "ipaddress",
+         "ctypes", "pgraft._log", "pgraft._log_py", "pgraft.auth", "pgraft.client.aio",
+         "pgraft.node")
+#: Not even imported until used: select (a kept connection's catch-up, TCP), errno (TCP).
+NOT_ON_IMPORT = ("select", "errno")
 
 
 def heavy(pure: bool) -> set[str]:
@@ -53,16 +58,22 @@ def test_importing_the_sync_client_imports_no_event_loop(pure: bool) -> None:
     assert "pgraft.client.sync" in loaded and "pgraft.client._proto" in loaded
     assert "asyncio" not in timed and "uvloop" not in timed
     assert not loaded & heavy(pure), sorted(loaded & heavy(pure))
+    assert not loaded & set(NOT_ON_IMPORT), sorted(loaded & set(NOT_ON_IMPORT))
 
 
 @pytest.mark.parametrize("pure", [False, True], ids=["compiled", "pure"])
 def test_a_call_as_the_sql_functions_make_it_stays_light(fake: FakeNode, pure: bool) -> None:
-    # What postgres/pgraft--1.0.sql runs: import pgraft and its errors, one Client, one call.
+    # What postgres/pgraft--1.0.sql runs: import pgraft and its errors, one Client, one call;
+    # with an interrupt callable that, like the SQL functions' one, imports ctypes when called.
     code = (
         "import pgraft\n"
         "from pgraft.errors import ConnectionFailed, InvalidArgument, NotLeaderError, "
         "PayloadTooLarge, PgraftError\n"
-        f"c = pgraft.Client({fake.unix_path!r}, timeout=10.0)\n"
+        "def interrupt():\n"
+        "    import ctypes\n"
+        "    return False\n"
+        f"c = pgraft.Client({fake.unix_path!r}, timeout=10.0, interrupt=interrupt,\n"
+        "                  interrupt_interval=5.0)\n"
         "assert c.get_term() == 3 and c.kv_put('k', 'v') is True\n"
         "c.close()\n")
     loaded, timed = imported_by(code, pure)

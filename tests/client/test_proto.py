@@ -17,12 +17,15 @@ from pgraft.client._proto import (
     Ready,
     Reply,
     Send,
+    interrupted,
     wait_limit,
 )
 from pgraft.errors import (
     AuthenticationFailed,
     CommitTimeout,
     ConnectionFailed,
+    Interrupted,
+    InterruptedWrite,
     NotLeaderError,
     OutcomeUnknown,
     PayloadTooLarge,
@@ -240,11 +243,38 @@ def test_expired_write_is_a_commit_timeout() -> None:
         assert "outcome is unknown" in failed.error.message
 
 
+def test_interrupted_read_changes_nothing_and_a_late_answer_is_ignored() -> None:
+    proto = ready()
+    rid, _ = proto.send_request("kv_get", {"key": "k"}, 0.5)
+    failed = proto.interrupt(rid)
+    assert failed is not None and type(failed.error) is Interrupted
+    assert failed.error.message == ("kv_get: the wait for the answer of node node-a:7001 was "
+                                    "interrupted by the caller")
+    assert proto.interrupt(rid) is None and proto.expire(rid, 0.5) is None  # once
+    assert proto.receive_data(reply(rid, "late")) == []
+    assert proto.ready and proto.in_flight == 0
+
+
+def test_interrupted_write_has_an_unknown_outcome_once_sent() -> None:
+    proto = ready()
+    for op in sorted(WRITE_OPS):
+        rid, _ = proto.send_request(op, {}, 2.0)
+        failed = proto.interrupt(rid)
+        assert failed is not None and type(failed.error) is InterruptedWrite, op
+        assert isinstance(failed.error, OutcomeUnknown | Interrupted)
+        assert "outcome is unknown" in failed.error.message
+        assert failed.error.sqlstate == "40003"
+        # not sent (or not all of it): nothing can have happened
+        unsent = interrupted(op, "node-a:7001", sent=False)
+        assert type(unsent) is Interrupted and "nothing was changed" in unsent.message
+    assert "while connecting" in interrupted("kv_put", "x", sent=False, connecting=True).message
+
+
 def test_answered_call_does_not_expire() -> None:
     proto = ready()
     rid, _ = proto.send_request("get_term", {}, 1.0)
     proto.receive_data(reply(rid, 3))
-    assert proto.expire(rid, 1.0) is None
+    assert proto.expire(rid, 1.0) is None and proto.interrupt(rid) is None
 
 
 def test_forgotten_call_ignores_its_answer() -> None:
