@@ -8,7 +8,13 @@ extension. Every other command is one call of :class:`pgraft.Client` on the node
 
 Exit codes: 0 success; 1 the node or cluster refused or failed the call (or ``kv get`` found
 no value); 2 bad command line or argument; 3 the node cannot be reached; 130 interrupted.
-Failures print one line, ``error: ... (hint: ...)``, on stderr, never a traceback.
+Failures print one line, ``error: ... (hint: ...)``, on stderr, never a traceback (with
+``pgraft serve --log-format launcher``: one ``ERROR:pgraft.cli: ...`` record instead).
+
+``pgraft serve`` exits 0 after SIGTERM/SIGINT (a leader hands the leadership over first), 1
+when the node cannot start (e.g. its data directory belongs to another node or PostgreSQL
+server) or failed, 2 on a bad command line and after SIGQUIT (at once, without cleanup, as
+PostgreSQL's quickdie).
 """
 
 from __future__ import annotations
@@ -28,9 +34,24 @@ from .tables import json_default
 
 __all__ = ["EXIT_CONNECTION", "EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_USAGE", "main"]
 
-def print_error(message: str, hint: str = "", stream: TextIO | None = None) -> None:
-    line = f"error: {message}" + (f" (hint: {hint})" if hint else "")
-    print(" ".join(line.split("\n")), file=stream or sys.stderr)
+def print_error(message: str, hint: str = "", stream: TextIO | None = None, *,
+                launcher: bool = False) -> None:
+    """``error: message (hint: hint)`` on one line; with ``launcher``, as one ERROR record of
+    ``pgraft serve --log-format launcher`` (pgraft.node.logformat)."""
+    line = message + (f" (hint: {hint})" if hint else "")
+    line = " ".join(line.split("\n"))
+    # (the newlines are gone already: only the backslashes need escaping)
+    line = ("ERROR:pgraft.cli: " + line.replace("\\", "\\\\")) if launcher else f"error: {line}"
+    print(line, file=stream or sys.stderr)
+
+
+def _launcher_log(args: list[str]) -> bool:
+    """``pgraft serve ... --log-format launcher``: errors before the node logs are records too."""
+    if not args or args[0] != "serve":
+        return False
+    rest = args[1:]
+    return "--log-format=launcher" in rest or any(
+        a == "--log-format" and b == "launcher" for a, b in zip(rest, rest[1:], strict=False))
 
 
 def _run_client_command(argv: list[str]) -> int:
@@ -55,6 +76,7 @@ def _run_client_command(argv: list[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``pgraft`` command; returns its exit code (see the module docstring)."""
     args = list(sys.argv[1:] if argv is None else argv)
+    launcher = _launcher_log(args)
     try:
         if args and args[0] == "serve":
             return run_serve(args[1:])
@@ -66,16 +88,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_storage(args[1:])
         return _run_client_command(args)
     except (UsageError, InvalidArgument) as exc:
-        print_error(exc.message, exc.hint)
+        print_error(exc.message, exc.hint, launcher=launcher)
         return EXIT_USAGE
     except ConnectionFailed as exc:
-        print_error(exc.message, exc.hint)
+        print_error(exc.message, exc.hint, launcher=launcher)
         return EXIT_CONNECTION
     except PgraftError as exc:
-        print_error(exc.message, exc.hint)
+        print_error(exc.message, exc.hint, launcher=launcher)
         return EXIT_FAILURE
     except KeyboardInterrupt:
-        print_error("interrupted")
+        print_error("interrupted", launcher=launcher)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         # The reader of our output went away (e.g. `pgraft nodes | head -1`).
@@ -91,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print_error(f"internal error: {type(exc).__name__}: {exc}",
                      "this is a bug in pgraft; rerun with PGRAFT_DEBUG=1 for a traceback and "
-                     "report it")
+                     "report it", launcher=launcher)
         return EXIT_FAILURE
 
 

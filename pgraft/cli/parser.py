@@ -100,7 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("postgres", help="'pgraft postgres install ...': install the PostgreSQL "
                                     "extension", add_help=False)
     sub.add_parser("storage", help="'pgraft storage clear-failure --data-dir DIR': let a node "
-                                   "start again after an I/O error (README: Operations)",
+                                   "start again after an I/O error; 'pgraft storage "
+                                   "rebind-postgres --data-dir DIR --pg-system-id N': after "
+                                   "pg_upgrade (README: Operations)",
                    add_help=False)
 
     def command(name: str, func: Command, help: str) -> argparse.ArgumentParser:

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import inspect
+import os
+import signal
 
-from ..errors import PgraftError
+from ..errors import InvalidArgument, PgraftError
 from .exits import EXIT_USAGE
 from .parser import Parser, UsageError
 
 
+def _quickdie(signum: int, frame: object) -> None:
+    os._exit(2)
+
+
 def run_serve(argv: list[str]) -> int:
+    # SIGQUIT exits at once from the start (status 2, no cleanup, no core dump); the node's
+    # own handler (pgraft.node.process.install_quickdie, which logs a line first) replaces
+    # this one once the runtime is imported and logging is set up.
+    signal.signal(signal.SIGQUIT, _quickdie)
     try:
         node = importlib.import_module("pgraft.node")
     except ImportError as exc:
@@ -62,7 +73,31 @@ def run_storage(argv: list[str]) -> int:
                                    "a new id. This command is for an operator who has checked "
                                    "the disk and accepts the risk; the node must be stopped.")
     p.add_argument("--data-dir", required=True, help="the node's data directory")
+    p = sub.add_parser("rebind-postgres",
+                       help="bind the data directory to a new PostgreSQL system identifier "
+                            "(after pg_upgrade)",
+                       description="A node run by PostgreSQL records the server's system "
+                                   "identifier in its data directory and refuses to start for "
+                                   "a server with another one. pg_upgrade gives the upgraded "
+                                   "server a new identifier: run this, with the node stopped, "
+                                   "to bind the node's data directory to it. Do not use it to "
+                                   "move a data directory to another server.")
+    p.add_argument("--data-dir", required=True, help="the node's data directory")
+    p.add_argument("--pg-system-id", required=True, type=_pg_system_id_arg, metavar="N",
+                   help="the server's \"Database system identifier\" (pg_controldata)")
     ns = parser.parse_args(argv)
+    if ns.action == "rebind-postgres":
+        from ..node.pgbinding import rebind_pg_system_id
+
+        before = rebind_pg_system_id(ns.data_dir, ns.pg_system_id)
+        if before == ns.pg_system_id:
+            print(f"{ns.data_dir}: already bound to PostgreSQL system identifier "
+                  f"{ns.pg_system_id}")
+        else:
+            was = "no identifier was recorded" if before is None else f"it was {before}"
+            print(f"{ns.data_dir}: bound to PostgreSQL system identifier {ns.pg_system_id} "
+                  f"({was})")
+        return 0
     from ..node.storage import clear_storage_failure
 
     removed = clear_storage_failure(ns.data_dir)
@@ -71,6 +106,15 @@ def run_storage(argv: list[str]) -> int:
     else:
         print(f"{ns.data_dir}: cleared the record of: {removed.strip()}")
     return 0
+
+
+def _pg_system_id_arg(text: str) -> int:
+    from ..node.pgbinding import parse_pg_system_id
+
+    try:
+        return parse_pg_system_id(text)
+    except InvalidArgument as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
 
 
 def run_demo_command(argv: list[str]) -> int:

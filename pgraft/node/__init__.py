@@ -8,7 +8,8 @@ module          what it does
 ==============  =============================================================================
 ``config``      :class:`NodeConfig`, the ``pgraft serve`` options, the cluster notation
 ``process``     the composition root: opens, builds and wires a node (:func:`start_node`);
-                :func:`run` with signals
+                :func:`run` with signals (a stopping leader hands over; SIGQUIT exits at once)
+``logformat``   the human and the launcher log formats of ``pgraft serve --log-format``
 ``node``        :class:`Node`: the Ready loop, proposals, reads, membership changes
 ``waiters``     the pending-proposal table, read, apply and leader waiters
 ``server``      client request dispatch and the wire-shaped views (status, log stats, entries)
@@ -19,6 +20,7 @@ module          what it does
 ``snapxfer``    InstallSnapshot streaming: the chunk/ack codec, both sides of a transfer
 ``snapshots``   when snapshots are taken, compaction, installing a received one
 ``identity``    cluster id and incarnation (the peer gate)
+``pgbinding``   the PostgreSQL system identifier a data directory is bound to
 ``security``    cluster secret, TLS and connection limits
 ``metrics``     counters and histograms
 ==============  =============================================================================

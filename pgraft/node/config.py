@@ -12,6 +12,8 @@ from ..errors import InvalidArgument
 from ..protocol import MAX_FRAME_SIZE
 from ..raft.membership import VOTER, Membership, validate_address, validate_node_id
 from .identity import DEFAULT_CLUSTER_TOKEN
+from .logformat import HUMAN, LOG_FORMATS
+from .pgbinding import check_pg_system_id, parse_pg_system_id
 from .security import SecurityConfig, add_security_arguments, security_from_args
 
 RECORD_HEADER_SIZE = core.RECORD_HEADER_SIZE
@@ -63,6 +65,9 @@ class NodeConfig:
     snapshot_chunk: int = 1024 * 1024
     snapshot_window: int = 4
     seed: int | None = None
+    #: The system identifier of the PostgreSQL server this node belongs to (set by the
+    #: launcher): recorded in the data directory, a different one refused (pgraft.node.pgbinding).
+    pg_system_id: int | None = None
     #: Cluster secret, TLS and connection limits (pgraft.node.security, README: Security).
     security: SecurityConfig = field(default_factory=SecurityConfig)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -92,6 +97,8 @@ class NodeConfig:
         if self.tick_ms is not None and self.tick_ms < 1:
             raise InvalidArgument("tick_ms must be at least 1")
         self.security.validate()
+        if self.pg_system_id is not None:
+            check_pg_system_id(self.pg_system_id)
         if self.initial_cluster is not None:
             if not self.initial_cluster:
                 raise InvalidArgument("the initial cluster is empty")
@@ -251,7 +258,24 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="INFO",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         help="logging level (default INFO)")
+    parser.add_argument("--log-format", default=HUMAN, choices=list(LOG_FORMATS),
+                        help="'human' (default): timestamped lines; 'launcher': one "
+                             "'LEVEL:logger: text' line per record with backslash and newline "
+                             "escaped, for the PostgreSQL launcher (pgraft.node.logformat)")
+    parser.add_argument("--pg-system-id", type=_pg_system_id_arg, default=None, metavar="N",
+                        help="the system identifier of the PostgreSQL server this node belongs "
+                             "to (pg_controldata's \"Database system identifier\"): recorded in "
+                             "the data directory on the first start; the node refuses to start "
+                             "on a directory that records another one (after pg_upgrade: "
+                             "'pgraft storage rebind-postgres')")
     add_security_arguments(parser)
+
+
+def _pg_system_id_arg(text: str) -> int:
+    try:
+        return parse_pg_system_id(text)
+    except InvalidArgument as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
 
 
 def config_from_args(ns: argparse.Namespace) -> NodeConfig:
@@ -271,10 +295,12 @@ def config_from_args(ns: argparse.Namespace) -> NodeConfig:
         snapshot_keep=getattr(ns, "snapshot_keep", 5000),
         segment_size=getattr(ns, "segment_size", 64 * 1024 * 1024),
         security=security_from_args(ns),
+        pg_system_id=getattr(ns, "pg_system_id", None),
     )
     config.snapshot_chunk = min(config.snapshot_chunk, config.max_frame // 2)
     config.max_payload = min(config.max_payload, config.max_msg_bytes - 4096)
     config.extra["log_level"] = getattr(ns, "log_level", "INFO")
+    config.extra["log_format"] = getattr(ns, "log_format", HUMAN)
     config.validate()
     return config
 

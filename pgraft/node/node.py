@@ -59,6 +59,7 @@ from ..raft import (
     RawNode,
     SnapshotMeta,
     SoftState,
+    Status,
 )
 from ..raft.membership import EMPTY
 from ..state import APPEND_PREFIX, TAG_APPEND, AppliedState, encode_kv_delete, encode_kv_put
@@ -75,6 +76,24 @@ log = logging.getLogger("pgraft.node")
 
 ENTRY_CONF_CHANGE = core.ENTRY_CONF_CHANGE
 _SNAP_TYPES = frozenset((MSG_SNAP, MSG_SNAP_RESP))
+
+
+def pick_transferee(status: Status, self_id: int,
+                    reachable: Callable[[int], bool] | None = None) -> tuple[int, int] | None:
+    """The voter a stopping leader hands over to, as (node id, match index): of the other
+    voters that answered since the last check-quorum round (``recent_active``) and are
+    ``reachable`` (the peer link is up), the one with the highest match index (the lowest id
+    among equals); None if there is none. Like etcd's transfer on shutdown, a choice of the
+    runtime: the transfer itself (catching the target up, TimeoutNow) is the core's."""
+    best: tuple[int, int] | None = None
+    for peer, pr in status.progress.items():
+        if (peer == self_id or pr.learner or not pr.recent_active
+                or not status.membership.is_voter(peer)
+                or (reachable is not None and not reachable(peer))):
+            continue
+        if best is None or pr.match > best[1] or (pr.match == best[1] and peer < best[0]):
+            best = (peer, pr.match)
+    return best
 
 
 class Node:
@@ -635,6 +654,78 @@ class Node:
                               "caught up, then retry") from None
         finally:
             leader_waiters.discard(entry)
+
+    async def hand_over_leadership(self) -> int | None:
+        """Before a graceful stop: if this node leads and has another voter, hand the
+        leadership to the most up-to-date one that answered recently and is connected
+        (:func:`pick_transferee`), and wait, at most about two election timeouts, until another
+        node leads. Returns the new leader's id, or None (not the leader, no other voter, none
+        reachable, or no one took over in time); logs the outcome either way.
+
+        The core aborts a transfer that has not happened within an election timeout; while
+        time is left and this node still leads, the next pick is tried. Proposals are refused
+        meanwhile (LeadershipTransferInProgress, by the core); clients are served as usual."""
+        raw = self.raw
+        if not self._running or raw.role != LEADER:
+            return None
+        node_id = self.node_id
+        if not any(v != node_id for v in raw.membership.voters):
+            log.info("node %d is the only voter: stopping without a leadership handover",
+                     node_id)
+            return None
+        loop = self.loop
+        connected = self.peers.peer_connected
+        election_s = self._el_ticks * self._tick_s
+        # Every peer's recent_active is cleared at each check-quorum round (once an election
+        # timeout, when the core also gives up a transfer) and set again by its next answer,
+        # within a heartbeat interval or so.
+        search_s = 3 * self._hb_ticks * self._tick_s + 0.05
+        started = loop.time()
+        deadline = started + 2 * election_s
+        searching_since = started
+        poll = min(self._tick_s, 0.02)
+        target = 0
+        transferring = False
+        gave_up = "no other node took over the leadership"
+        while self._running:
+            lead = raw.leader_id
+            if raw.role != LEADER and lead and lead != node_id:
+                log.info("node %d: node %d took over the leadership in %.2fs (term %d); "
+                         "stopping", node_id, lead, loop.time() - started, raw.term)
+                return lead
+            now = loop.time()
+            if now >= deadline:
+                break
+            if not any(connected(v) for v in raw.membership.voters if v != node_id):
+                gave_up = "no other voter is reachable"
+                break
+            if raw.role == LEADER and not raw.transferee:
+                if transferring:  # the core gave the transfer up: search again
+                    transferring = False
+                    searching_since = now
+                pick = pick_transferee(raw.status(), node_id, connected)
+                if pick is not None:
+                    target, match = pick
+                    log.info("node %d is stopping: handing the leadership over to node %d "
+                             "(match index %d, last index %d)", node_id, target, match,
+                             raw.log.last_index())
+                    try:
+                        raw.transfer_leadership(target)
+                    except PgraftError as exc:
+                        gave_up = f"cannot hand the leadership over to node {target} " \
+                                  f"({exc.message})"
+                        break
+                    transferring = True
+                    self.kick()
+                elif now - searching_since >= search_s:
+                    gave_up = "no other voter has answered recently"
+                    break
+            await asyncio.sleep(poll)
+        if self._running:
+            log.warning("node %d: %s (after %.2fs); stopping without a leadership handover "
+                        "(the others elect a leader after an election timeout)", node_id,
+                        gave_up, loop.time() - started)
+        return None
 
     async def wait_applied(self, index: int) -> None:
         """Return once this node has applied ``index``."""

@@ -8,13 +8,16 @@ MessageSink, the peers' PeerEvents and the snapshots' SnapshotHost) and starts t
 loop. Whatever it opened is closed again, in reverse order, when the node stops (or when a
 later step fails).
 
-:func:`run` is ``pgraft serve``: one node until SIGTERM/SIGINT.
+:func:`run` is ``pgraft serve``: one node until SIGTERM/SIGINT (a leader hands the leadership
+over first), or an immediate exit with status 2 on SIGQUIT; logging in the human or the
+launcher format (:mod:`pgraft.node.logformat`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import gc
 import inspect
 import logging
@@ -31,14 +34,19 @@ from ..state import AppliedState
 from .config import NodeConfig, describe_membership, endpoint, format_cluster
 from .identity import NodeIdentity, cluster_id_for
 from .listener import Listener
+from .logformat import HUMAN, configure_logging
 from .metrics import Metrics
 from .node import Node
 from .peers import Peers
+from .pgbinding import bind_pg_system_id
 from .server import Server
 from .snapshots import SnapshotManager
 from .storage import SOCKET_FILE, DiskStorage
 
 log = logging.getLogger("pgraft.node")
+
+#: The exit status after SIGQUIT, as PostgreSQL's quickdie (``_exit(2)``).
+EXIT_QUICKDIE = 2
 
 #: Allocations between two young-generation collections in a node process (default 700).
 GC_THRESHOLD = 50_000
@@ -118,8 +126,16 @@ async def start_node(config: NodeConfig, *,
     config.validate()
     loop = loop or asyncio.get_running_loop()
     resources = Resources()
+    bind: Callable[[str, bool], None] | None = None
+    if config.pg_system_id is not None:
+        pg_system_id = config.pg_system_id
+
+        def bind_to_postgres(path: str, used_before: bool) -> None:
+            bind_pg_system_id(path, pg_system_id, config.node_id, has_raft_state=used_before)
+
+        bind = bind_to_postgres
     storage = DiskStorage(config.data_dir, config.node_id, segment_size=config.segment_size,
-                          max_entry_size=config.max_msg_bytes)
+                          max_entry_size=config.max_msg_bytes, on_locked=bind)
     resources.add(lambda graceful: storage.close() if graceful else storage.abandon())
     try:
         identity = NodeIdentity(storage.path, config.node_id)
@@ -174,10 +190,59 @@ async def start_node(config: NodeConfig, *,
     return node
 
 
+def install_quickdie(node_id: int, handler: logging.Handler | None = None) -> None:
+    """SIGQUIT: exit at once with status :data:`EXIT_QUICKDIE`, without cleanup (no final
+    sync or hard state save, no goodbye to peers or clients, no atexit) and without a core
+    dump, like PostgreSQL's quickdie. One line is written to stderr first (with ``os.write``:
+    no lock that the interrupted code might hold), formatted by ``handler``.
+
+    The PostgreSQL launcher execs the node with SIGQUIT ignored (SIG_IGN), so that one that
+    arrives before this is installed cannot dump core; this handler replaces that. It is a
+    Python-level handler: it runs as soon as the main thread runs Python code again, at once
+    on a waiting event loop, or when a sync the loop thread is inside returns (PostgreSQL's
+    SIGKILL a few seconds after its SIGQUIT bounds that wait)."""
+    record = log.makeRecord(log.name, logging.INFO, __file__, 0,
+                            "node %d: SIGQUIT: exiting at once, without cleanup", (node_id,),
+                            None)
+
+    def quickdie(signum: int, frame: object) -> None:
+        try:
+            line = handler.format(record) if handler is not None else record.getMessage()
+            os.write(2, (line + "\n").encode("utf-8", "replace"))
+        except Exception:  # nothing may stop the exit
+            pass
+        os._exit(EXIT_QUICKDIE)
+
+    signal.signal(signal.SIGQUIT, quickdie)
+
+
+async def _stop_gracefully(node: Node, hurry: asyncio.Event,
+                           failed: asyncio.Task[BaseException | None]) -> None:
+    """SIGTERM/SIGINT: a leader hands over first (:meth:`Node.hand_over_leadership`); a
+    second signal, or the node failing, ends the wait."""
+    loop = asyncio.get_running_loop()
+    handover = loop.create_task(node.hand_over_leadership())
+    hurried = loop.create_task(hurry.wait())
+    try:
+        await asyncio.wait([handover, hurried, failed], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        hurried.cancel()
+        if not handover.done():
+            handover.cancel()
+            if hurry.is_set():
+                log.warning("node %d: stop signal again: stopping without waiting for the "
+                            "leadership handover", node.node_id)
+            with contextlib.suppress(asyncio.CancelledError):
+                await handover
+
+
 def run(config: NodeConfig) -> int:
-    """Run a node until SIGTERM/SIGINT; returns the process exit code."""
-    logging.basicConfig(level=config.extra.get("log_level", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    """Run a node until SIGTERM/SIGINT (a leader hands over first); returns the process exit
+    code: 0 after a clean stop, 1 if it cannot start or failed. SIGQUIT exits at once with
+    :data:`EXIT_QUICKDIE` (:func:`install_quickdie`)."""
+    handler = configure_logging(config.extra.get("log_level", "INFO"),
+                                config.extra.get("log_format", HUMAN))
+    install_quickdie(config.node_id, handler)
     # The sync thread hands the GIL back to the event loop when its fdatasync/msync returns;
     # with the default 5 ms switch interval that hand-over can dominate commit latency.
     sys.setswitchinterval(0.0002)
@@ -200,12 +265,21 @@ def run(config: NodeConfig) -> int:
                       f" (hint: {exc.hint})" if exc.hint else "")
             return 1
         stop = asyncio.Event()
+        hurry = asyncio.Event()  # a second SIGTERM/SIGINT: stop waiting for the handover
+
+        def on_stop_signal() -> None:
+            if stop.is_set():
+                hurry.set()
+            stop.set()
+
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_stop_signal)
         stopped = loop.create_task(stop.wait())
         failed = loop.create_task(node.wait_failed())
         await asyncio.wait([stopped, failed], return_when=asyncio.FIRST_COMPLETED)
+        if stop.is_set() and not failed.done():
+            await _stop_gracefully(node, hurry, failed)
         code = 0
         if failed.done() and not failed.cancelled() and failed.result() is not None:
             log.error("node %d failed: %s", config.node_id, failed.result())

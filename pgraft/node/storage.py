@@ -4,6 +4,7 @@ A node's data directory::
 
     LOCK            fcntl.flock'ed by the running node (holds its pid, for the error message)
     node_id         the node id this directory belongs to (written once)
+    pg_system_id    the PostgreSQL server it belongs to, when run by one (pgraft.node.pgbinding)
     log/            pgraft._impl.log.Log segments
     hardstate       pgraft._impl.log.HardStateFile (term, vote, commit, synced watermark)
     snap/           the last snapshot of the applied state (pgraft.node.snapfile.SnapshotStore)
@@ -46,11 +47,13 @@ freed. :attr:`DiskStorage.space_low` warns before that happens (see ``Log.space_
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import logging
 import os
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from .._impl import core
@@ -182,6 +185,37 @@ def _marker_fields(text: str) -> dict[str, str]:
     return out
 
 
+@contextlib.contextmanager
+def operator_lock(data_dir: str) -> Iterator[str]:
+    """Hold the lock of a stopped node's data directory (the node's own ``LOCK``) for an
+    operator command (``pgraft storage ...``), so that no node starts on it meanwhile; yields
+    the absolute path. StorageError if it is not a directory or a node holds the lock."""
+    path = os.path.abspath(data_dir)
+    if not os.path.isdir(path):
+        raise StorageError(f"{path} is not a data directory", path=path)
+    lock = os.path.join(path, LOCK_FILE)
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise io_error("opening", lock, exc) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = ""
+            try:
+                text = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+                if text.isdigit():
+                    holder = f" (pid {text})"
+            except OSError:
+                pass
+            raise StorageError(f"data directory {path} is locked by a running node{holder}",
+                               hint="stop the node first", path=path) from None
+        yield path
+    finally:
+        os.close(fd)
+
+
 def clear_storage_failure(data_dir: str) -> str | None:
     """Remove the ``STORAGE_FAILED`` record of ``data_dir`` so that the node may open it again
     (the operator has checked the disk: see the module docstring). Returns the removed record's
@@ -192,17 +226,7 @@ def clear_storage_failure(data_dir: str) -> str | None:
         raise StorageError(f"{path} is not a data directory", path=path)
     if not os.path.exists(marker):
         return None
-    lock = os.path.join(path, LOCK_FILE)
-    try:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError as exc:
-        raise io_error("opening", lock, exc) from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise StorageError(f"data directory {path} is locked by a running node",
-                               hint="stop the node first", path=path) from None
+    with operator_lock(path):
         text = read_storage_failure(path)
         try:
             os.unlink(marker)
@@ -211,8 +235,6 @@ def clear_storage_failure(data_dir: str) -> str | None:
             return None
         except OSError as exc:
             raise io_error("removing", marker, exc) from None
-    finally:
-        os.close(fd)
     log.warning("storage failure record %s removed by the operator; it said: %s", marker,
                 (text or "").strip().replace("\n", "; "))
     return text
@@ -223,7 +245,12 @@ class DiskStorage:
 
     def __init__(self, data_dir: str, node_id: int, *, segment_size: int = 64 * 1024 * 1024,
                  max_entry_size: int = 16 * 1024 * 1024,
-                 commit_save_interval: float = 1.0) -> None:
+                 commit_save_interval: float = 1.0,
+                 on_locked: Callable[[str, bool], None] | None = None) -> None:
+        """``on_locked(path, used_before)`` is called once the directory is locked and its
+        node id checked, before anything else in it is read or written (``used_before``: it
+        already holds a log or hard state); what it raises aborts the open (the composition
+        root checks there which PostgreSQL server the directory belongs to)."""
         self.data_dir = DataDir(data_dir, node_id)
         self.path = self.data_dir.path
         self.node_id = node_id
@@ -239,6 +266,9 @@ class DiskStorage:
         self._synced = 0  # the log is known synced through this index
         self._saved_synced = 0  # ... and the hard state on disk says so
         try:
+            if on_locked is not None:
+                on_locked(self.path, any(os.path.exists(os.path.join(self.path, name))
+                                         for name in (HARD_STATE_FILE, LOG_DIR)))
             self._check_failure_record()
             self._open(segment_size, max_entry_size)
         except PgraftError:
