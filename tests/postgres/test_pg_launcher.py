@@ -198,11 +198,14 @@ def test_node_log_lines_in_the_server_log(running: PgServer) -> None:
 
 def test_node_records_are_parsed(running: PgServer) -> None:
     """Levels, the two escapes and lines that are no record, through an interpreter wrapper
-    that writes a few lines before it runs the real node."""
+    that writes a few lines before it runs the real node. The wrapper also records the
+    signals it was exec'd with ignored: SIGQUIT must be one (contract)."""
     real = running.scalar("SHOW pgraft.python")
     wrapper = running.dir / "python-wrapper"
+    sigign = running.dir / "wrapper-sigign"
     wrapper.write_text(
         "#!/bin/sh\n"
+        f"grep '^SigIgn:' /proc/$$/status > {sigign}\n"
         "cat >&2 <<'RECORDS'\n"
         "plain line from the wrapper\n"
         "DEBUG:test: a debug record\n"
@@ -227,6 +230,7 @@ def test_node_records_are_parsed(running: PgServer) -> None:
         assert "WARNING:  pgraft node 1: test: the last problem\n\tline two \\t kept\n" in log
         status = running.launcher_status()
         assert status["last_error"] == "test: the last problem\nline two \\t kept"
+        assert int(sigign.read_text().split()[1], 16) & SIGQUIT_BIT, sigign.read_text()
     finally:
         running.stop()
         running.write_conf()
