@@ -85,7 +85,7 @@ def launcher_row(server: PgServer) -> dict[str, object]:
                       "query FROM pg_stat_activity WHERE backend_type = 'pgraft launcher'")
     assert len(rows) == 1, rows
     keys = ("pid", "backend_type", "datname", "state", "wait_event_type", "wait_event", "query")
-    return dict(zip(keys, rows[0]))
+    return dict(zip(keys, rows[0], strict=True))
 
 
 def as_postgres(path: Path) -> None:
@@ -234,6 +234,51 @@ def test_node_records_are_parsed(running: PgServer) -> None:
     finally:
         running.stop()
         running.write_conf()
+
+
+def test_a_failing_node_is_restarted_with_backoff(server: PgServer) -> None:
+    failing = server.dir / "failing-python"
+    failing.write_text("#!/bin/sh\necho 'ERROR:test: cannot start' >&2\nexit 1\n")
+    failing.chmod(0o755)
+    server.stop()
+    server.write_conf({"pgraft.python": str(failing)})
+    try:
+        server.start()
+        status = wait_for(lambda: (s := server.launcher_status())["restarts"] >= 2  # type: ignore[operator]
+                          and s["state"] == "waiting" and s, timeout=30,
+                          what="the launcher to retry the failing node twice")
+        assert status["node_pid"] is None
+        assert status["next_start"] is not None
+        assert status["last_exit"] == "exited with exit code 1"
+        assert status["last_error"] == "test: cannot start"
+        log = server.log()
+        assert "WARNING:  pgraft node 1: test: cannot start" in log
+        assert "exited with exit code 1; it will be restarted" in log
+        assert "restarting the pgraft node in 500 ms" in log
+        assert "restarting the pgraft node in 1000 ms" in log
+        assert launcher_row(server)["query"] in ("waiting to restart node 1",
+                                                 *(f"node 1 running (PID {p})"
+                                                   for p in server.node_pids()))
+    finally:
+        server.stop()
+        server.write_conf()
+
+
+def test_an_interpreter_that_cannot_run_is_the_last_error(server: PgServer) -> None:
+    server.stop()
+    server.write_conf({"pgraft.python": str(server.dir / "no-such-python")})
+    try:
+        server.start()
+        status = wait_for(lambda: (s := server.launcher_status())["last_error"] and s,
+                          timeout=30, what="the launcher to give up on the interpreter")
+        assert status["last_error"] == (f'cannot run pgraft.python "{server.dir}/no-such-python"'
+                                        ": No such file or directory")
+        assert status["state"] == "waiting"
+        assert "HINT:  Run `pgraft postgres install`" in server.log()
+        assert not server.node_pids()
+    finally:
+        server.stop()
+        server.write_conf()
 
 
 # --------------------------------------------------------------------------- data dir

@@ -248,7 +248,7 @@ class PgServer:
             cur = conn.execute(f"SELECT * FROM {name}()")
             row = cur.fetchone()
             assert cur.description is not None and row is not None
-            return {col.name: value for col, value in zip(cur.description, row)}
+            return {col.name: value for col, value in zip(cur.description, row, strict=True)}
 
 
 class PgCluster:
