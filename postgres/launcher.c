@@ -222,25 +222,86 @@ refuse_old_layout(void)
 }
 
 /*
- * Before a start: the node's data directory exists and is not inside the PostgreSQL data
- * directory once symbolic links are resolved (the check hook compared the paths only).
- * Returns false having set "blocked" when it must not be used, and false with blocked
- * unset when it could not be created (retried after the backoff).
+ * "path" with symbolic links resolved as far as it exists: the real path of its longest
+ * existing prefix, followed by the rest. NULL if even that cannot be resolved.
+ */
+static char *
+resolve_path(const char *path)
+{
+	char	   *head = pstrdup(path);
+	char	   *real;
+	char	   *result;
+	const char *tail;
+
+	for (;;)
+	{
+		char	   *slash;
+
+		real = realpath(head, NULL);
+		if (real != NULL || errno != ENOENT)
+			break;
+		slash = strrchr(head, '/');
+		if (slash == NULL || strcmp(head, "/") == 0)
+			break;
+		if (slash == head)
+			slash++;			/* "/name" -> "/" */
+		*slash = '\0';
+	}
+	if (real == NULL)
+		return NULL;
+	tail = path + strlen(head);
+	result = psprintf("%s%s", real, tail);
+	free(real);
+	canonicalize_path(result);
+	return result;
+}
+
+/*
+ * The node's data directory, if it resolves (symbolic links followed) into the PostgreSQL
+ * data directory -- the check hook compared the paths only: set "blocked", say why.
+ */
+static bool
+refuse_inside(void)
+{
+	char	   *real_dir = resolve_path(data_dir);
+	char	   *real_pgdata = resolve_path(DataDir);
+	char	   *why;
+
+	if (real_dir == NULL || real_pgdata == NULL || !pgraft_path_inside(real_dir, real_pgdata))
+		return false;
+	why = psprintf("not starting pgraft node %d: its data directory \"%s\" is inside "
+				   "the PostgreSQL data directory", pgraft_node_id, data_dir);
+	pgraft_status_set_error(why);
+	ereport(WARNING,
+			(errmsg("pgraft launcher: %s", why),
+			 errdetail("\"%s\" resolves to \"%s\", inside \"%s\".", data_dir, real_dir,
+					   real_pgdata),
+			 errhint("Set pgraft.data_dir to a directory outside the data directory, or "
+					 "leave it empty for the default \"%s%s\", and restart PostgreSQL.",
+					 DataDir, PGRAFT_DATA_DIR_SUFFIX)));
+	blocked = true;
+	return true;
+}
+
+/*
+ * Before a start: the node's data directory is not the 1.0 one, does not resolve into the
+ * PostgreSQL data directory (checked before and after creating it) and exists. Returns
+ * false having set "blocked" when it must not be used, and false with "blocked" unset when
+ * it could not be created (retried after the backoff).
  */
 static bool
 prepare_data_dir(void)
 {
 	char	   *copy = pstrdup(data_dir);
-	char	   *real_dir;
-	char	   *real_pgdata;
 	char	   *why;
-	bool		inside;
 
 	if (refuse_old_layout())
 	{
 		blocked = true;
 		return false;
 	}
+	if (refuse_inside())
+		return false;
 	if (pg_mkdir_p(copy, S_IRWXU) != 0 && errno != EEXIST)
 	{
 		why = psprintf("could not create pgraft.data_dir \"%s\": %s", data_dir,
@@ -252,27 +313,7 @@ prepare_data_dir(void)
 						 "or set pgraft.data_dir to one it may create.")));
 		return false;
 	}
-	real_dir = realpath(data_dir, NULL);
-	real_pgdata = realpath(DataDir, NULL);
-	inside = real_dir != NULL && real_pgdata != NULL &&
-		pgraft_path_inside(real_dir, real_pgdata);
-	if (inside)
-	{
-		why = psprintf("not starting pgraft node %d: its data directory \"%s\" is inside "
-					   "the PostgreSQL data directory", pgraft_node_id, data_dir);
-		pgraft_status_set_error(why);
-		ereport(WARNING,
-				(errmsg("pgraft launcher: %s", why),
-				 errdetail("\"%s\" resolves to \"%s\", inside \"%s\".", data_dir, real_dir,
-						   real_pgdata),
-				 errhint("Set pgraft.data_dir to a directory outside the data directory, or "
-						 "leave it empty for the default \"%s%s\", and restart PostgreSQL.",
-						 DataDir, PGRAFT_DATA_DIR_SUFFIX)));
-		blocked = true;
-	}
-	free(real_dir);
-	free(real_pgdata);
-	return !inside;
+	return !refuse_inside();
 }
 
 static void

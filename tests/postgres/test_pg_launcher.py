@@ -315,19 +315,22 @@ def test_data_dir_inside_pgdata_is_refused_at_start(server: PgServer) -> None:
 
 
 def test_data_dir_reaching_into_pgdata_by_a_symlink_is_refused(server: PgServer) -> None:
+    """Through a symbolic link, and before anything is created inside the data directory."""
     server.stop()
     inside = server.data / "raft"
     inside.mkdir()
     as_postgres(inside)
     link = server.dir / "raft-link"
     link.symlink_to(inside)
-    server.write_conf({"pgraft.data_dir": str(link)})
+    configured = link / "node"  # does not exist yet
+    server.write_conf({"pgraft.data_dir": str(configured)})
     try:
         server.start()
         message = (f'WARNING:  pgraft launcher: not starting pgraft node 1: its data directory '
-                   f'"{link}" is inside the PostgreSQL data directory')
+                   f'"{configured}" is inside the PostgreSQL data directory')
         wait_for(lambda: message in server.log(), timeout=30, what="the refusal")
-        assert f'"{link}" resolves to "{inside}"' in server.log()
+        assert f'"{configured}" resolves to "{inside}/node", inside "{server.data}".' \
+            in server.log()
         status = wait_for(lambda: (s := server.launcher_status())["state"] == "stopped" and s,
                           timeout=10, what="the status to say stopped")
         assert "is inside the PostgreSQL data directory" in str(status["last_error"])
@@ -335,6 +338,7 @@ def test_data_dir_reaching_into_pgdata_by_a_symlink_is_refused(server: PgServer)
         assert launcher_row(server)["query"] == \
             "node 1 not started: see pgraft_launcher_status()"
         assert not server.node_pids()
+        assert not (inside / "node").exists()
     finally:
         server.stop()
         server.write_conf()
