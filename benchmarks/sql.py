@@ -15,10 +15,14 @@ Measures (targets from issue 5, in the README):
   interleaved in one run: ``SELECT 1`` (no Python), a bare ``plpython3u`` function returning a
   constant (PL/Python starting up), and the first ``pgraft_get_term()`` (PL/Python, importing
   the client, connecting to the node, one call). Target: the pgraft call at most 3 ms more than
-  the bare function (p50).
+  the bare function (p50);
+- cancellation: how long after ``statement_timeout`` a waiting call returns (the overshoot).
+  The two followers' node processes are paused (SIGSTOP) so that a linearizable read on the
+  leader cannot finish, with the election timeout reloaded to 30 s first so that the leader
+  keeps its lease meanwhile. Target: within 100 ms.
 
 Run as root after ``make pg-install``: ``.venv/bin/python benchmarks/sql.py --count 200
-[--cold 200] [--only-cold] [--python INTERPRETER] [--json FILE]``. ``--python`` sets
+[--cold 200] [--only-cold] [--cancel 50] [--python INTERPRETER] [--json FILE]``. ``--python`` sets
 ``pgraft.python`` of the servers (the environment whose pgraft the node and PL/Python use;
 default: the installed one). It creates its servers under /tmp and removes them afterwards.
 """
@@ -30,6 +34,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import statistics
 import sys
 import time
@@ -92,8 +97,58 @@ def cold_calls(server: Any, count: int, warmup: int = 5) -> dict[str, list[float
     return samples
 
 
+#: statement_timeout of the cancellation samples.
+CANCEL_AFTER_MS = 100
+
+
+def node_pid(server: Any) -> int:
+    """PID of the pgraft node process of ``server`` (its command line names its data dir)."""
+    marker = str(server.data).encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"serve" in argv and any(marker in a for a in argv):
+            return int(entry)
+    raise RuntimeError(f"no pgraft node process for {server.name}")
+
+
+def cancellations(leader: Any, servers: list[Any], count: int) -> list[float]:
+    """``count`` overshoots of statement_timeout by a read that cannot complete."""
+    import psycopg
+
+    for s in servers:
+        with open(s.data / "postgresql.conf", "a") as f:
+            f.write("pgraft.election_timeout = 30000\npgraft.heartbeat_interval = 300\n")
+        s.query("SELECT pg_reload_conf()")
+    wait_for(lambda: agreed_leader(servers), 60, "a leader after the reload")
+    paused = [node_pid(s) for s in servers if s.node_id != leader.node_id]
+    for pid in paused:
+        os.kill(pid, signal.SIGSTOP)
+    samples = []
+    try:
+        with leader.connect() as conn:
+            conn.execute(f"SET statement_timeout = {CANCEL_AFTER_MS}")
+            for _ in range(count):
+                started = time.perf_counter()
+                try:
+                    conn.execute("SELECT pgraft_kv_get('bench')")
+                except psycopg.errors.QueryCanceled:
+                    samples.append(time.perf_counter() - started - CANCEL_AFTER_MS / 1000)
+                else:
+                    raise RuntimeError("a read completed with both followers paused")
+    finally:
+        for pid in paused:
+            os.kill(pid, signal.SIGCONT)
+    return samples
+
+
 def run(count: int, add_count: int, cold: int, only_cold: bool,
-        python: str | None) -> dict[str, Any]:
+        python: str | None, cancel: int = 0) -> dict[str, Any]:
     base, servers = new_cluster("pgraft-sqlbench-")
     try:
         for s in servers:
@@ -152,6 +207,8 @@ def run(count: int, add_count: int, cold: int, only_cold: bool,
         results["add_node_listed_everywhere"] = quantiles(visible_times)
         for c in conns.values():
             c.close()
+        if cancel:
+            results["cancel_overshoot"] = quantiles(cancellations(leader, servers, cancel))
         return results
     finally:
         for s in servers:
@@ -169,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cold", type=int, default=200,
                    help="samples of each cold call (new session, first statement); 0: none")
     p.add_argument("--only-cold", action="store_true", help="measure only the cold calls")
+    p.add_argument("--cancel", type=int, default=50,
+                   help="cancellation samples (statement_timeout overshoot); 0: none")
     p.add_argument("--python", metavar="INTERPRETER",
                    help="pgraft.python of the servers (default: the installed environment)")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
@@ -176,9 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("run as root (the servers run as the postgres OS user)", file=sys.stderr)
         return 1
-    results = run(ns.count, ns.add_count, ns.cold, ns.only_cold, ns.python)
+    results = run(ns.count, ns.add_count, ns.cold, ns.only_cold, ns.python, ns.cancel)
     targets = {"pgraft_log_append": 2.0, "pgraft_kv_put": 2.0, "pgraft_add_node": 5.0,
-               "add_node_listed_everywhere": 50.0}
+               "add_node_listed_everywhere": 50.0, "cancel_overshoot": 100.0}
     print(f"{'measure':30} {'n':>5} {'p50 ms':>9} {'p95 ms':>9} {'p99 ms':>9} {'max ms':>9}"
           "  target p50")
     for name, r in results.items():

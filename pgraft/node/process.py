@@ -201,12 +201,11 @@ def install_quickdie(node_id: int, handler: logging.Handler | None = None) -> No
     Python-level handler: it runs as soon as the main thread runs Python code again, at once
     on a waiting event loop, or when a sync the loop thread is inside returns (PostgreSQL's
     SIGKILL a few seconds after its SIGQUIT bounds that wait)."""
-    record = log.makeRecord(log.name, logging.INFO, __file__, 0,
-                            "node %d: SIGQUIT: exiting at once, without cleanup", (node_id,),
-                            None)
-
     def quickdie(signum: int, frame: object) -> None:
         try:
+            record = log.makeRecord(log.name, logging.INFO, __file__, 0,
+                                    "node %d: SIGQUIT: exiting at once, without cleanup",
+                                    (node_id,), None)
             line = handler.format(record) if handler is not None else record.getMessage()
             os.write(2, (line + "\n").encode("utf-8", "replace"))
         except Exception:  # nothing may stop the exit

@@ -17,7 +17,7 @@ environment and touches no permission anywhere else:
     what was installed, from where, and a fingerprint of the sources (a second run with
     unchanged sources does nothing).
 the PostgreSQL extension
-    ``pgraft.so`` (the launcher), ``pgraft.control`` and ``pgraft--1.0.sql``, built with PGXS
+    ``pgraft.so`` (the launcher), the control files and the SQL scripts, built with PGXS
     against the ``pg_config`` given. The venv's interpreter is compiled in as the default of
     ``pgraft.python``; the SQL functions derive the venv's ``site-packages`` from that same
     setting, so one setting tells both sides where pgraft lives.
@@ -49,7 +49,8 @@ from pathlib import Path
 DEFAULT_PREFIX = "/opt/pgraft"
 DEFAULT_PG_CONFIGS = ("/usr/lib/postgresql/15/bin/pg_config",)
 PG_OS_USER = "postgres"
-EXTENSION_FILES = ("pgraft.control", "pgraft--1.0.sql")
+EXTENSION_FILES = ("pgraft.control", "pgraft--1.0.control", "pgraft--1.1.control",
+                   "pgraft--1.0.sql", "pgraft--1.0--1.1.sql")
 # What is copied from the source tree to build the package and the extension.
 _SOURCE_GLOBS = ("pyproject.toml", "setup.py", "README*", "LICENSE*", "pgraft/**/*.py",
                  "pgraft/**/*.pyx", "pgraft/**/*.pxd", "pgraft/**/*.h", "pgraft/py.typed",

@@ -18,6 +18,7 @@ from tests.support.cluster import (  # noqa: F401  (fixtures)
     Cluster,
     cluster_factory_fixture,
     requires_node,
+    wait_until,
 )
 
 pytestmark = [pytest.mark.cluster, requires_node]
@@ -81,3 +82,40 @@ def test_sigterm_waits_for_a_handover_at_most_about_two_election_timeouts(
     for i in others:
         c.resume(i)
     c.wait_for_leader(timeout=30, among=others)
+
+
+def test_a_second_sigterm_ends_the_wait(cluster_factory: Callable[..., Cluster]) -> None:
+    """The followers are paused right before the leader's SIGTERM: it hands over to one that
+    answered in this check-quorum round and would wait an election timeout for it, but a
+    second SIGTERM ends the wait."""
+    c = cluster_factory(3, election_timeout_ms=3000, heartbeat_interval_ms=20)
+    leader = c.wait_for_leader(timeout=60)
+    with c.client(leader, 10) as cl:
+        c.wait_applied(cl.append(b"x"))
+    others = [i for i in c.nodes if i != leader]
+    for i in others:
+        c.pause(i)
+    c.send_signal(leader, signal.SIGTERM)
+
+    def outcome() -> str | None:
+        text = c.nodes[leader].log_tail(20)
+        for line in ("handing the leadership over", "no other voter has answered recently"):
+            if line in text:
+                return line
+        return None
+
+    if wait_until("the handover to start", outcome, 2, 0.01) != "handing the leadership over":
+        # a check-quorum round passed between the followers' last answers and the SIGTERM
+        # (a chance of about a heartbeat in an election timeout): nobody to wait for
+        pytest.skip("the followers were not recently active when the SIGTERM came")
+    started = time.monotonic()
+    c.send_signal(leader, signal.SIGTERM)
+    proc = c.nodes[leader].proc
+    assert proc is not None
+    assert proc.wait(15) == 0
+    assert time.monotonic() - started < 1.5  # not the election timeout the transfer may take
+    log = c.nodes[leader].log_tail(20)
+    assert "stop signal again: stopping without waiting for the leadership handover" in log
+    assert log.rstrip().endswith(f"node {leader} stopped")
+    for i in others:
+        c.resume(i)

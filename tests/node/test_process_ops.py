@@ -261,23 +261,32 @@ def test_rebind_needs_a_data_directory(tmpdir_short: str) -> None:
 
 
 # --------------------------------------------------------------------------------- SIGQUIT
-@pytest.mark.parametrize("ignored", [True, False], ids=["inherited-SIG_IGN", "default"])
+@pytest.mark.parametrize(("ignored", "log_format"), [(True, "launcher"), (False, "human")],
+                         ids=["inherited-SIG_IGN", "default-disposition"])
 def test_sigquit_exits_at_once_with_status_2(tmpdir_short: str, serve: Callable[..., Served],
-                                             ignored: bool) -> None:
+                                             ignored: bool, log_format: str) -> None:
     data_dir = os.path.join(tmpdir_short, "q")
     port = free_port()
-    s = serve(_serve_args(data_dir, port, "--log-format", "launcher"),
-              ignore_sigquit=ignored)
+    s = serve(_serve_args(data_dir, port, "--log-format", log_format), ignore_sigquit=ignored)
     s.wait_listening()
     wait_until("the node to lead", lambda: "-> leader in term" in s.stderr(), 20, 0.05)
+    time.sleep(1.1)  # the last line's timestamp must be the signal's, not the start's
+    sent_at = time.time()
     started = time.monotonic()
     s.proc.send_signal(signal.SIGQUIT)
     assert s.wait(10) == 2
     assert time.monotonic() - started < 2.0
-    records = _records(s.stderr())
-    assert records[-1] == ("INFO", "pgraft.node: node 1: SIGQUIT: exiting at once, without "
-                                   "cleanup")
-    assert not any("stopping" in t for _, t in records)
+    text = s.stderr()
+    assert not any("stopping" in line for line in text.splitlines())
+    if log_format == "launcher":
+        assert _records(text)[-1] == ("INFO", "pgraft.node: node 1: SIGQUIT: exiting at once, "
+                                              "without cleanup")
+    else:
+        last = text.splitlines()[-1]
+        assert HUMAN_LINE.match(last) and last.endswith(
+            " INFO pgraft.node: node 1: SIGQUIT: exiting at once, without cleanup"), last
+        stamp = time.mktime(time.strptime(last[:19], "%Y-%m-%d %H:%M:%S"))
+        assert stamp >= int(sent_at) - 1
     # no cleanup: the listener never removed its socket
     assert os.path.exists(os.path.join(data_dir, "node.sock"))
     # and the next start recovers as after a crash
