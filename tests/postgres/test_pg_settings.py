@@ -45,8 +45,13 @@ INVALID_AT_START = [
     ({"pgraft.snapshot_bytes": "100kB"}, 'parameter "pgraft.snapshot_bytes"'),
     ({"pgraft.snapshot_keep": "many"}, 'parameter "pgraft.snapshot_keep"'),
     ({"pgraft.python": "python3"}, 'parameter "pgraft.python"'),
-    ({"pgraft.data_dir": ""}, 'parameter "pgraft.data_dir"'),
-    ({"pgraft.data_dir": "d" * 120}, 'parameter "pgraft.data_dir"'),
+    # pgraft 1.0's relative default: a set value must be absolute now
+    ({"pgraft.data_dir": "pgraft"}, 'parameter "pgraft.data_dir"'),
+    ({"pgraft.data_dir": "/tmp/" + "d" * 120}, "too long for the node's Unix socket path"),
+    ({"pgraft.data_dir": "{data}/raft"}, "is inside the PostgreSQL data directory"),
+    ({"pgraft.data_dir": "{data}"}, "is inside the PostgreSQL data directory"),
+    ({"pgraft.request_timeout": 0}, 'parameter "pgraft.request_timeout"'),
+    ({"pgraft.request_timeout": "2d"}, 'parameter "pgraft.request_timeout"'),
     ({"pgraft.no_such_setting": "1"}, 'parameter "pgraft.no_such_setting"'),
     ({"pgraft.secret_file": "secret"}, 'parameter "pgraft.secret_file"'),
     ({"pgraft.secret_file": "/nonexistent/secret"}, 'parameter "pgraft.secret_file"'),
@@ -62,7 +67,8 @@ def test_invalid_setting_stops_server_start(server: PgServer, overrides: dict[st
                                             message: str) -> None:
     server.stop()
     server.logfile.unlink(missing_ok=True)
-    server.write_conf(overrides)
+    server.write_conf({key: value.format(data=server.data) if isinstance(value, str) else value
+                       for key, value in overrides.items()})
     try:
         proc = server.start(check=False)
         assert proc.returncode != 0, "the server started with an invalid pgraft setting"
@@ -94,16 +100,39 @@ def test_invalid_setting_refused_on_reload(server: PgServer) -> None:
 
 
 def test_valid_change_needs_restart(server: PgServer) -> None:
+    """The node's identity and address are postmaster settings (the Raft timing and
+    snapshot settings are not: test_pg_launcher.py reloads them)."""
     if not server.running():
         server.write_conf()
         server.start()
-    server.write_conf({"pgraft.election_timeout": 1500})
+    pid = server.node_pid()
+    server.write_conf({"pgraft.port": server.raft_port + 1})
     server.reload()
-    wait_for(lambda: 'parameter "pgraft.election_timeout" cannot be changed without '
+    wait_for(lambda: 'parameter "pgraft.port" cannot be changed without '
              "restarting the server" in server.log(), timeout=30,
              what="PostgreSQL to say the setting needs a restart")
+    assert server.node_pids() == [pid]
     server.write_conf()
     server.reload()
+
+
+def test_setting_contexts(server: PgServer) -> None:
+    if not server.running():
+        server.write_conf()
+        server.start()
+    contexts = dict(server.sql("SELECT name, context FROM pg_settings "
+                               "WHERE name LIKE 'pgraft.%'"))
+    sighup = {"pgraft.election_timeout", "pgraft.heartbeat_interval",
+              "pgraft.snapshot_entries", "pgraft.snapshot_bytes", "pgraft.snapshot_keep"}
+    assert {n for n, c in contexts.items() if c == "sighup"} == sighup
+    assert contexts["pgraft.request_timeout"] == "user"
+    assert {n for n, c in contexts.items() if c == "postmaster"} == \
+        set(contexts) - sighup - {"pgraft.request_timeout"}
+    assert len(contexts) == 16
+    row = server.sql("SELECT setting, unit, boot_val, min_val, max_val FROM pg_settings "
+                     "WHERE name = 'pgraft.request_timeout'")
+    assert row == [("10000", "ms", "10000", "1", "86400000")]
+    assert server.scalar("SHOW pgraft.data_dir") == ""
 
 
 def test_unconfigured_server_starts_without_node(server: PgServer) -> None:
@@ -124,7 +153,7 @@ def test_unconfigured_server_starts_without_node(server: PgServer) -> None:
         assert "pgraft.node_id" in (err.diag.message_hint or "")
         assert "Traceback" not in str(err)
         assert server.scalar("SELECT pgraft_socket_path()") == \
-            str(server.data / "pgraft" / "node.sock")
+            f"{server.data}.pgraft/node.sock"
     finally:
         server.stop()
         server.write_conf()

@@ -150,8 +150,12 @@ class PgServer:
         return as_pg_user([str(self.bindir / "pg_ctl"), "-D", str(self.data), *args],
                           cwd=self.dir, check=check, timeout=timeout)
 
-    def start(self, *, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return self.pg_ctl("-l", str(self.logfile), "-w", "-t", "60", "start", check=check)
+    def start(self, *, check: bool = True,
+              core_files: bool = False) -> subprocess.CompletedProcess[str]:
+        """``core_files``: pg_ctl -c, the server (and the node) may write core files."""
+        extra = ["-c"] if core_files else []
+        return self.pg_ctl("-l", str(self.logfile), "-w", "-t", "60", *extra, "start",
+                           check=check)
 
     def stop(self, mode: str = "fast") -> None:
         if self.running():
@@ -190,9 +194,17 @@ class PgServer:
         return rows[0][0] if rows else None
 
     # ------------------------------------------------------------------ the node
+    @property
+    def node_data_dir(self) -> Path:
+        """The node's data directory: pgraft.data_dir, by default "<data directory>.pgraft"
+        next to the PostgreSQL data directory."""
+        configured = self.extra.get("pgraft.data_dir")
+        return Path(configured) if configured else Path(f"{self.data}.pgraft")
+
     def node_pids(self) -> list[int]:
-        """PIDs of this server's pgraft node process (normally exactly one)."""
-        marker = str(self.data / "pgraft")
+        """PIDs of this server's pgraft node process (normally exactly one). The tests keep
+        every node data directory inside the server's directory."""
+        marker = f"{self.dir}/"
         return [pid for pid in processes_under(marker) if self._is_node(pid)]
 
     @staticmethod
@@ -210,6 +222,33 @@ class PgServer:
         pids = wait_for(self.node_pids, timeout=timeout,
                         what=f"the pgraft node of {self.name} to be running")
         return pids[0]
+
+    @staticmethod
+    def node_argv(pid: int) -> list[str]:
+        """The command line of a running process (the node's, as the launcher wrote it)."""
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return [a.decode() for a in f.read().split(b"\0")[:-1]]
+
+    def launcher_status(self) -> dict[str, Any]:
+        """The row of pgraft_launcher_status() (the C function, declared ad hoc when the
+        extension's SQL script does not declare it)."""
+        with self.connect() as conn:
+            declared = conn.execute(
+                "SELECT to_regprocedure('pg_catalog.pgraft_launcher_status()')").fetchone()
+            name = "pg_catalog.pgraft_launcher_status"
+            if declared is None or declared[0] is None:
+                name = "public.pgraft_test_launcher_status"
+                conn.execute(f"""
+                    CREATE OR REPLACE FUNCTION {name}()
+                    RETURNS TABLE(launcher_pid int, node_pid int, state text, restarts bigint,
+                                  started_at timestamptz, last_exit text,
+                                  last_exit_at timestamptz, next_start timestamptz,
+                                  last_error text)
+                    LANGUAGE C AS 'pgraft', 'pgraft_launcher_status'""")
+            cur = conn.execute(f"SELECT * FROM {name}()")
+            row = cur.fetchone()
+            assert cur.description is not None and row is not None
+            return {col.name: value for col, value in zip(cur.description, row, strict=True)}
 
 
 class PgCluster:
