@@ -78,7 +78,7 @@ CREATE FUNCTION pg_catalog.pgraft_socket_path() RETURNS text
 
 CREATE FUNCTION pg_catalog._pgraft_library_version() RETURNS text
     AS 'MODULE_PATHNAME', 'pgraft_library_version'
-    LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+    LANGUAGE C STABLE STRICT PARALLEL SAFE;
 
 -- pgraft.request_timeout in milliseconds (a user-settable setting of the library).
 CREATE FUNCTION pg_catalog._pgraft_request_timeout() RETURNS int
@@ -87,15 +87,15 @@ CREATE FUNCTION pg_catalog._pgraft_request_timeout() RETURNS int
 
 CREATE FUNCTION pg_catalog._pgraft_result(outcome jsonb) RETURNS jsonb
     AS 'MODULE_PATHNAME', 'pgraft_result'
-    LANGUAGE C VOLATILE STRICT;
+    LANGUAGE C VOLATILE;  -- not STRICT: a NULL outcome is an error, not a NULL result
 
 -- _pgraft_call(sql_version, what, op, args, data, timeout_ms): "sql_version" is this
 -- script's version (compared with the package's and the library's), "what" prefixes error
--- messages, "op" names the call (pgraft.pg.bridge.OPS), "args" its arguments in SQL order
--- as text, "data" the bytea argument of pgraft_log_append().
+-- messages, "op" names the call (pgraft.pg.bridge.OPS), "params" its arguments in SQL
+-- order as text (not "args": PL/Python's own name for the list of all arguments), "data" the bytea argument of pgraft_log_append().
 -- Once per session it makes pgraft importable: the site-packages of the environment whose
 -- interpreter is pgraft.python (see `pgraft postgres install`), and keeps the bridge in GD.
-CREATE FUNCTION pg_catalog._pgraft_call(sql_version text, what text, op text, args text[],
+CREATE FUNCTION pg_catalog._pgraft_call(sql_version text, what text, op text, params text[],
                                         data bytea, timeout_ms int)
     RETURNS jsonb
 TRANSFORM FOR TYPE jsonb
@@ -139,7 +139,7 @@ if bridge is None:
     bridge = module.Bridge(row["socket"], refused=module.version_problem(
         sql_version, row["library"], __version__))
     GD["pgraft.bridge"] = bridge
-return bridge.call(what, op, args, data, timeout_ms)
+return bridge.call(what, op, params, data, timeout_ms)
 $python$;
 
 -- ------------------------------------------------------------------------- membership

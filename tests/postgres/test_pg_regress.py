@@ -10,15 +10,22 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import tempfile
 from pathlib import Path
 
 from tests.support.postgres import PG_CONFIG, SOURCE_ROOT, as_pg_user, free_port, pg_user
 
-_COPY = ("Makefile", "regress.conf.in", "sql", "expected")
+_COPY = ("Makefile", "pgraft.control", "regress.conf.in", "sql", "expected")
 
 
-def test_installcheck(pgraft_installed: str, tmp_path: Path) -> None:
-    work = tmp_path / "postgres"
+def test_installcheck(pgraft_installed: str) -> None:
+    # not pytest's tmp_path: its parents are closed to the postgres user
+    with tempfile.TemporaryDirectory(prefix="pgraft-regress-", dir="/tmp") as base:
+        os.chmod(base, 0o755)
+        run_installcheck(Path(base) / "postgres")
+
+
+def run_installcheck(work: Path) -> None:
     work.mkdir()
     for name in _COPY:
         src = SOURCE_ROOT / "postgres" / name
@@ -27,7 +34,6 @@ def test_installcheck(pgraft_installed: str, tmp_path: Path) -> None:
         else:
             shutil.copy2(src, work / name)
     user = pg_user()
-    os.chmod(tmp_path, 0o755)
     for path in [work, *work.rglob("*")]:
         os.chown(path, user.pw_uid, user.pw_gid)
     proc = as_pg_user(["make", "-s", "installcheck", f"PG_CONFIG={PG_CONFIG}",
