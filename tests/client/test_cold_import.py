@@ -63,19 +63,17 @@ def test_importing_the_sync_client_imports_no_event_loop(pure: bool) -> None:
 
 @pytest.mark.parametrize("pure", [False, True], ids=["compiled", "pure"])
 def test_a_call_as_the_sql_functions_make_it_stays_light(fake: FakeNode, pure: bool) -> None:
-    # What postgres/pgraft--1.0.sql runs: import pgraft and its errors, one Client, one call;
-    # with an interrupt callable that, like the SQL functions' one, imports ctypes when called.
+    # What the SQL functions' _pgraft_call() runs (postgres/pgraft--1.0--1.1.sql): import
+    # the bridge, one Bridge, calls through it; its interrupt callable imports ctypes when
+    # called, which a quickly answered call never does.
     code = (
-        "import pgraft\n"
-        "from pgraft.errors import ConnectionFailed, InvalidArgument, NotLeaderError, "
-        "PayloadTooLarge, PgraftError\n"
-        "def interrupt():\n"
-        "    import ctypes\n"
-        "    return False\n"
-        f"c = pgraft.Client({fake.unix_path!r}, timeout=10.0, interrupt=interrupt,\n"
-        "                  interrupt_interval=5.0)\n"
-        "assert c.get_term() == 3 and c.kv_put('k', 'v') is True\n"
-        "c.close()\n")
+        "from pgraft import __version__\n"
+        "from pgraft.pg import bridge as module\n"
+        f"b = module.Bridge({fake.unix_path!r}, refused=module.version_problem(\n"
+        "    module.major_minor(__version__), module.major_minor(__version__), __version__))\n"
+        "assert b.call('x', 'get_term', None, None, 10000) == {'ok': True, 'result': 3}\n"
+        "assert b.call('x', 'kv_put', ['k', 'v'], None, 10000)['result'] is True\n"
+        "b.close()\n")
     loaded, timed = imported_by(code, pure)
     assert "asyncio" not in timed and "uvloop" not in timed
     assert not loaded & heavy(pure), sorted(loaded & heavy(pure))
