@@ -105,10 +105,17 @@ if bridge is None:
     import os
     import sys
 
-    row = plpy.execute(
-        "SELECT pg_catalog.pgraft_socket_path() AS socket, "
-        "pg_catalog.current_setting('pgraft.python', true) AS python, "
-        "pg_catalog._pgraft_library_version() AS library")[0]
+    try:
+        row = plpy.execute(
+            "SELECT pg_catalog.pgraft_socket_path() AS socket, "
+            "pg_catalog.current_setting('pgraft.python', true) AS python, "
+            "pg_catalog._pgraft_library_version() AS library")[0]
+    except plpy.SPIError as exc:
+        # e.g. a cancel that arrived right now: raise PostgreSQL's error as it is (PL/Python
+        # would prefix it with "spiexceptions.QueryCanceled:")
+        return {"ok": False, "sqlstate": getattr(exc, "sqlstate", None) or "XX000",
+                "message": str(exc.args[0]) if exc.args else str(exc),
+                "detail": getattr(exc, "detail", None), "hint": getattr(exc, "hint", None)}
     python = row["python"] or ""
     here = "%d.%d" % sys.version_info[:2]
     root = os.path.dirname(os.path.dirname(python))

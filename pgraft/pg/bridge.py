@@ -31,8 +31,10 @@ from ..errors import (
     InterruptedWrite,
     InvalidArgument,
     NotLeaderError,
+    OutcomeUnknown,
     PayloadTooLarge,
     PgraftError,
+    Timeout,
 )
 
 TYPE_CHECKING = False  # typing only for the type checker (see pgraft/errors.py)
@@ -224,6 +226,12 @@ class Bridge:
                 hint="Check that shared_preload_libraries includes 'pgraft' and that "
                      "pgraft.node_id is set, and see pgraft_launcher_status() and the server "
                      "log for the \"pgraft launcher\".")
+        except Timeout as exc:
+            hint = None
+            if not isinstance(exc, OutcomeUnknown):
+                hint = ("Check the cluster with pgraft_get_cluster_status(); if it is healthy, "
+                        f"raise pgraft.request_timeout (now {timeout_ms} ms).")
+            return self._failure(f"{what}: {exc.message}", exc, hint=hint)
         except PgraftError as exc:
             return self._failure(f"{what}: {exc.message}", exc)
         return {"ok": True, "result": shape(op, result)}

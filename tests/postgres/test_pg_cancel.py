@@ -107,6 +107,7 @@ def test_pg_cancel_backend_stops_a_waiting_call(paused: Paused) -> None:
     outcome: dict[str, object] = {}
     with leader.connect() as conn:
         pid = conn.info.backend_pid
+        conn.execute("SELECT pgraft_get_term()")  # the session's bridge is set up
 
         def run() -> None:
             try:
@@ -133,9 +134,20 @@ def test_pg_cancel_backend_stops_a_waiting_call(paused: Paused) -> None:
         assert conn.execute("SELECT pgraft_get_term() > 0").fetchone() == (True,)
 
 
+def test_a_cancel_during_the_first_call_of_a_session_is_postgresql_s_own_error(
+        paused: Paused) -> None:
+    """Cancelled while the session sets pgraft up (its first call runs a query to find the
+    socket): PostgreSQL's cancel error as it is, not PL/Python's "spiexceptions..." text."""
+    err, _ = failing(paused.leader, "SET statement_timeout = '1ms'",
+                     "SELECT pgraft_get_term()")
+    assert err.sqlstate == "57014"
+    assert err.diag.message_primary == "canceling statement due to statement timeout"
+
+
 def test_request_timeout_is_user_settable(paused: Paused) -> None:
     err, took = failing(paused.leader, "SET pgraft.request_timeout = '500ms'",
                         "SELECT pgraft_kv_get('k')")
     assert err.sqlstate == "57014"
-    assert "timed out" in err.diag.message_primary or "timeout" in err.diag.message_primary
+    assert err.diag.message_primary.startswith("cannot get key: ")
+    assert "raise pgraft.request_timeout (now 500 ms)" in (err.diag.message_hint or "")
     assert took < 10, took
