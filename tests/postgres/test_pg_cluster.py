@@ -142,8 +142,8 @@ def test_follower_refuses_with_sqlstate_and_hint(pg: Setup) -> None:
         assert err.sqlstate == "25006"
         assert err.diag.message_primary == \
             f"cannot add node: this node ({s.node_id}) is not the leader"
-        assert err.diag.message_hint == (f"the leader is node {leader.node_id} at "
-                                         f"127.0.0.1:{leader.raft_port}; run the command there")
+        assert err.diag.message_hint == (f"The leader is node {leader.node_id} at "
+                                         f"127.0.0.1:{leader.raft_port}; run the command there.")
         err = expect_error(s, "SELECT pgraft_kv_put('k', 'v')")
         assert err.sqlstate == "25006"
         assert err.diag.message_primary == \
@@ -164,8 +164,9 @@ def test_privileges(pg: Setup) -> None:
     for query in ("SELECT pgraft_add_node(5, '127.0.0.1', 7005)",
                   "SELECT pgraft_remove_node(4)", "SELECT pgraft_kv_put('k', 'v')",
                   "SELECT pgraft_log_append('\\x00')", "SELECT * FROM pgraft_get_nodes()",
-                  "SELECT public._pgraft_call('x', 'add_node', "
-                  "'[[\"node_id\", 5], [\"address\", \"127.0.0.1\"], [\"port\", 7005]]')"):
+                  "SELECT pg_catalog._pgraft_call('1.1', 'x', 'add_node', "
+                  "ARRAY['5', '127.0.0.1', '7005'], NULL, 1000)",
+                  "SELECT pg_catalog._pgraft_result('{\"ok\": true}')"):
         err = expect_error(leader, query, user="app")
         assert err.sqlstate == "42501", query  # insufficient_privilege
 
@@ -189,7 +190,8 @@ def test_privileges(pg: Setup) -> None:
 
 MONITOR_FUNCTIONS = {"pgraft_socket_path()", "pgraft_get_nodes()", "pgraft_get_leader()",
                      "pgraft_get_term()", "pgraft_is_leader()", "pgraft_get_cluster_status()",
-                     "pgraft_log_get_stats()", "pgraft_get_version()"}
+                     "pgraft_log_get_stats()", "pgraft_get_version()", "pgraft_stat_peers()",
+                     "pgraft_launcher_status()"}
 
 
 def test_every_function_is_closed_to_public_and_builds_no_sql(pg: Setup) -> None:
@@ -211,7 +213,8 @@ def test_every_function_is_closed_to_public_and_builds_no_sql(pg: Setup) -> None
         # the only SQL a function runs is a literal (plpy.execute("...")), never one built
         # with %, format(), + or an f-string from its arguments
         calls = re.findall(r"plpy\.(?:execute|prepare|cursor)\(", body or "")
-        literal = re.findall(r'plpy\.(?:execute|prepare|cursor)\(\s*"[^"%{]*"\s*\)', body or "")
+        literal = re.findall(r'plpy\.(?:execute|prepare|cursor)\(\s*(?:"[^"%{]*"\s*)+\)',
+                             body or "")
         assert len(calls) == len(literal), name
         assert "EXECUTE format" not in (body or "") and "quote_" not in (body or ""), name
     hostile = "'; DROP TABLE pgraft_canary; --"

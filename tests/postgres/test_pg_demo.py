@@ -20,7 +20,7 @@ def test_pg_demo_runs_the_seed_and_cleans_up(pgraft_installed: str,
     assert out.count("(4 rows)") == 4  # node 4 listed by every server
     assert "SELECT pgraft_add_node(4, '127.0.0.1', " in out
     assert "ERROR:  cannot add node: this node (" in out and ") is not the leader" in out
-    assert "HINT:  the leader is node " in out and "(SQLSTATE 25006)" in out
+    assert "HINT:  The leader is node " in out and "(SQLSTATE 25006)" in out
     created = [d for d in set(os.listdir("/tmp")) - before if d.startswith("pgraft-demo-")]
     assert created == [], f"demo left {created} behind"
     assert not processes_under("/tmp/pgraft-demo-")
