@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.postgres import PG_CONFIG, PREFIX, SOURCE_ROOT, PgCluster, processes_under
+from tests.support.postgres import PG_CONFIG, PREFIX, SOURCE_ROOT, PgCluster, cleaned_up_cluster
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -44,10 +44,5 @@ def pgraft_installed() -> str:
 @pytest.fixture
 def pg_cluster(pgraft_installed: str) -> Iterator[PgCluster]:
     """An empty set of servers; every process it started is gone afterwards."""
-    cluster = PgCluster()
-    try:
+    with cleaned_up_cluster() as cluster:
         yield cluster
-    finally:
-        base = str(cluster.base)
-        cluster.cleanup()
-        assert not processes_under(base), f"processes left behind in {base}"

@@ -19,10 +19,9 @@ import psycopg
 import pytest
 
 from tests.support.postgres import (
-    PgCluster,
     PgServer,
+    cleaned_up_cluster,
     free_ports,
-    processes_under,
     wait_for,
     wait_leader,
 )
@@ -40,8 +39,7 @@ class Paused:
 
 @pytest.fixture(scope="module")
 def paused(pgraft_installed: str) -> Iterator[Paused]:
-    cluster = PgCluster()
-    try:
+    with cleaned_up_cluster() as cluster:
         ports = free_ports(3)
         initial = ",".join(f"{i}=127.0.0.1:{ports[i - 1]}" for i in (1, 2, 3))
         servers = [cluster.add(i, ports[i - 1], initial,
@@ -64,10 +62,6 @@ def paused(pgraft_installed: str) -> Iterator[Paused]:
         finally:
             for pid in pids:
                 os.kill(pid, signal.SIGCONT)
-    finally:
-        base = str(cluster.base)
-        cluster.cleanup()
-        assert not processes_under(base), f"processes left behind in {base}"
 
 
 def failing(server: PgServer, *statements: str) -> tuple[psycopg.Error, float]:

@@ -21,10 +21,10 @@ import pytest
 from tests.support.postgres import (
     PgCluster,
     PgServer,
+    cleaned_up_cluster,
     free_ports,
     leader_of,
     member_ids,
-    processes_under,
     wait_for,
 )
 
@@ -57,8 +57,7 @@ class Setup:
 
 @pytest.fixture(scope="module")
 def pg(pgraft_installed: str) -> Iterator[Setup]:
-    cluster = PgCluster()
-    try:
+    with cleaned_up_cluster() as cluster:
         ports = free_ports(5)
         initial = ",".join(f"{i}=127.0.0.1:{ports[i - 1]}" for i in (1, 2, 3))
         first = [cluster.add(i, ports[i - 1], initial) for i in (1, 2, 3)]
@@ -69,10 +68,6 @@ def pg(pgraft_installed: str) -> Iterator[Setup]:
         for s in setup.servers:
             s.sql("CREATE EXTENSION pgraft CASCADE")
         yield setup
-    finally:
-        base = str(cluster.base)
-        cluster.cleanup()
-        assert not processes_under(base), f"processes left behind in {base}"
 
 
 def nodes(server: PgServer) -> list[tuple[int, str, int]]:

@@ -30,9 +30,9 @@ from tests.support.postgres import (
     PgCluster,
     PgServer,
     as_pg_user,
+    cleaned_up_cluster,
     free_ports,
     pg_user,
-    processes_under,
     wait_for,
 )
 
@@ -41,13 +41,8 @@ SIGQUIT_BIT = 1 << (signal.SIGQUIT - 1)
 
 @pytest.fixture(scope="module")
 def cluster(pgraft_installed: str) -> Iterator[PgCluster]:
-    cluster = PgCluster()
-    try:
+    with cleaned_up_cluster() as cluster:
         yield cluster
-    finally:
-        base = str(cluster.base)
-        cluster.cleanup()
-        assert not processes_under(base), f"processes left behind in {base}"
 
 
 @pytest.fixture(scope="module")

@@ -9,19 +9,14 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from tests.support.postgres import PgCluster, PgServer, free_ports, processes_under, wait_for
+from tests.support.postgres import PgServer, cleaned_up_cluster, free_ports, wait_for
 
 
 @pytest.fixture(scope="module")
 def server(pgraft_installed: str) -> Iterator[PgServer]:
-    cluster = PgCluster()
-    try:
+    with cleaned_up_cluster() as cluster:
         (port,) = free_ports(1)
         yield cluster.add(1, port, f"1=127.0.0.1:{port}")
-    finally:
-        base = str(cluster.base)
-        cluster.cleanup()
-        assert not processes_under(base), f"processes left behind in {base}"
 
 
 INVALID_AT_START = [

@@ -16,7 +16,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -281,6 +281,19 @@ class PgCluster:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         shutil.rmtree(self.base, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def cleaned_up_cluster() -> Iterator[PgCluster]:
+    """A :class:`PgCluster` that is cleaned up afterwards, failing if any process it started
+    is still running then (a node that outlived its server would be a bug)."""
+    cluster = PgCluster()
+    try:
+        yield cluster
+    finally:
+        base = str(cluster.base)
+        cluster.cleanup()
+        assert not processes_under(base), f"processes left behind in {base}"
 
 
 def leader_of(servers: Iterable[PgServer]) -> PgServer:
