@@ -90,6 +90,7 @@ class AsyncClient:
         self._security = security
         self._display = display if display is not None else str(target)
         self._timeout = timeout
+        self._wait = wait_limit(timeout)  # how long a call with the default timeout waits
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
         self._io = _Transport(self)
@@ -99,9 +100,9 @@ class AsyncClient:
         self._waiters: dict[int, asyncio.Future[Any]] = {}
         self._batch: list[bytes] | None = None
         # Calls are expired by one timer (a timer per call costs more than the rest of a
-        # pipelined call); answered calls are skipped by the protocol.
+        # pipelined call); answered calls are skipped (_expire).
         self._deadlines: DeadlineWheel[tuple[int, float]] = DeadlineWheel(
-            self._loop, _DEADLINE_RESOLUTION, lambda call: self._expire(*call))
+            self._loop, _DEADLINE_RESOLUTION, self._expire)
         self.node_id: int | None = None
         """Id of the node this client is connected to (from the handshake)."""
 
@@ -224,7 +225,13 @@ class AsyncClient:
         if transport is not None:
             transport.abort()
 
-    def _expire(self, rid: int, limit: float) -> None:
+    def _expire(self, call: tuple[int, float]) -> None:
+        rid, limit = call
+        # Every call's deadline comes due, most of them long after the answer: a call that is
+        # not waited for here is not pending in the protocol either (both forget it in the
+        # same step), so the protocol need not be asked.
+        if rid not in self._waiters:
+            return
         failed = self._proto.expire(rid, limit)
         if failed is not None:
             self._handle([failed])
@@ -255,11 +262,15 @@ class AsyncClient:
             self._transport.writelines(batch)
 
     async def _call(self, call: _ops.Call, timeout: float | None) -> Any:
-        limit = self._timeout if timeout is None else check_timeout(timeout)
+        if timeout is None:
+            limit, wait = self._timeout, self._wait
+        else:
+            limit = check_timeout(timeout)
+            wait = wait_limit(limit)
         rid, frame = self._proto.send_request(call.op, call.args, limit)
         fut: asyncio.Future[Any] = self._loop.create_future()
         self._waiters[rid] = fut
-        self._deadlines.add((rid, limit), wait_limit(limit))
+        self._deadlines.add((rid, limit), wait)
         try:
             self._send(frame)
             if self._io.paused:
