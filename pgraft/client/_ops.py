@@ -24,17 +24,10 @@ if TYPE_CHECKING:
     from ._nodeinfo import NodeInfo
 
     Shape = Callable[[Any, str], Any]  # (the node's result, the target for messages) -> value
-
-
-class Call:
-    """One request: ``op``, its ``args``, and ``shape`` for the answer."""
-
-    __slots__ = ("op", "args", "shape")
-
-    def __init__(self, op: str, args: dict[str, Any], shape: Shape) -> None:
-        self.op = op
-        self.args = args
-        self.shape = shape
+    #: One request: ``(op, args, shape)``, the op, its args (checked), and the shape of its
+    #: answer; the shells unpack it. A plain tuple: a Call object with __init__ cost a
+    #: pipelined append about 1,700 instructions, 3% of the asyncio client's work.
+    Call = tuple[str, dict[str, Any], Shape]
 
 
 # ------------------------------------------------------------------------ shapes
@@ -94,70 +87,70 @@ def _leader_address(result: Any, target: str) -> str | None:
 
 # ------------------------------------------------------------------------- calls
 def append(data: Any) -> Call:
-    return Call("append", {"data": check_data(data)}, _int)
+    return ("append", {"data": check_data(data)}, _int)
 
 
 def get_entry(index: Any) -> Call:
-    return Call("get_entry", {"index": check_index(index)}, _entry)
+    return ("get_entry", {"index": check_index(index)}, _entry)
 
 
 def log_stats() -> Call:
-    return Call("log_stats", {}, _dict)
+    return ("log_stats", {}, _dict)
 
 
 def add_node(node_id: Any, address: Any, port: Any) -> Call:
-    return Call("add_node", {"node_id": check_node_id(node_id),
-                             "address": check_address(address), "port": check_port(port)},
-                _bool)
+    return ("add_node", {"node_id": check_node_id(node_id),
+                         "address": check_address(address), "port": check_port(port)},
+            _bool)
 
 
 def remove_node(node_id: Any) -> Call:
-    return Call("remove_node", {"node_id": check_node_id(node_id)}, _bool)
+    return ("remove_node", {"node_id": check_node_id(node_id)}, _bool)
 
 
 def get_nodes() -> Call:
-    return Call("get_nodes", {}, _nodes)
+    return ("get_nodes", {}, _nodes)
 
 
 def get_leader() -> Call:
-    return Call("get_leader", {}, _leader_id)
+    return ("get_leader", {}, _leader_id)
 
 
 def leader_address() -> Call:
-    return Call("get_leader", {}, _leader_address)
+    return ("get_leader", {}, _leader_address)
 
 
 def leader_info() -> Call:
-    return Call("get_leader", {}, _leader)
+    return ("get_leader", {}, _leader)
 
 
 def get_term() -> Call:
-    return Call("get_term", {}, _int)
+    return ("get_term", {}, _int)
 
 
 def is_leader() -> Call:
-    return Call("is_leader", {}, _bool)
+    return ("is_leader", {}, _bool)
 
 
 def status() -> Call:
-    return Call("status", {}, _dict)
+    return ("status", {}, _dict)
 
 
 def transfer_leadership(node_id: Any) -> Call:
-    return Call("transfer_leadership", {"node_id": check_node_id(node_id)}, _bool)
+    return ("transfer_leadership", {"node_id": check_node_id(node_id)}, _bool)
 
 
 def kv_put(key: Any, value: Any) -> Call:
-    return Call("kv_put", {"key": check_key(key), "value": check_value(value)}, _bool)
+    return ("kv_put", {"key": check_key(key), "value": check_value(value)}, _bool)
 
 
 def kv_get(key: Any) -> Call:
-    return Call("kv_get", {"key": check_key(key)}, _text_or_none)
+    return ("kv_get", {"key": check_key(key)}, _text_or_none)
 
 
 def kv_delete(key: Any) -> Call:
-    return Call("kv_delete", {"key": check_key(key)}, _bool)
+    return ("kv_delete", {"key": check_key(key)}, _bool)
 
 
 def kv_list_keys() -> Call:
-    return Call("kv_list_keys", {}, _texts)
+    return ("kv_list_keys", {}, _texts)

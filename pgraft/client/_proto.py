@@ -251,13 +251,21 @@ class ClientProtocol:
                 f"node {self.target} sent a malformed frame ({reason}); the connection was "
                 "dropped and the outcome of calls in flight is unknown",
                 hint="is that address a pgraft node of a compatible version?"))
+        pending = self._pending
         for obj in objs:
             if self._failure is not None:
                 break
-            if self._state is _READY:
-                self._on_response(obj, events)
-            else:
+            if self._state is not _READY:
                 self._on_hello(obj, events)
+                continue
+            # The hot path of _on_response, inlined: the answer to a call in flight.
+            if obj.__class__ is dict:
+                rid = obj.get("id")
+                if rid.__class__ is int and obj.get("ok") is True:
+                    if pending.pop(rid, None) is not None:
+                        events.append(Reply(rid, obj.get("result")))
+                    continue
+            self._on_response(obj, events)
         return events
 
     def _on_hello(self, obj: Any, events: list[Event]) -> None:

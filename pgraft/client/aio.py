@@ -267,7 +267,8 @@ class AsyncClient:
         else:
             limit = check_timeout(timeout)
             wait = wait_limit(limit)
-        rid, frame = self._proto.send_request(call.op, call.args, limit)
+        op, args, shape = call
+        rid, frame = self._proto.send_request(op, args, limit)
         fut: asyncio.Future[Any] = self._loop.create_future()
         self._waiters[rid] = fut
         self._deadlines.add((rid, limit), wait)
@@ -281,7 +282,7 @@ class AsyncClient:
         finally:
             if self._waiters.pop(rid, None) is not None:  # cancelled or never sent
                 self._proto.forget(rid)
-        return call.shape(result, self._display)
+        return shape(result, self._display)
 
     # ------------------------------------------------------------------ log
     async def append(self, data: bytes, *, timeout: float | None = None) -> int:

@@ -176,14 +176,14 @@ class Client:
                 try:
                     self._catch_up()
                 except _Interrupted:  # nothing was sent; the connection stays
-                    raise interrupted(call.op, self._display, sent=False) from None
+                    raise interrupted(call[0], self._display, sent=False) from None
             if self.closed:
                 try:
                     self._connect(limit)
                 except _Interrupted:  # _connect closed the connection
-                    raise interrupted(call.op, self._display, sent=False,
+                    raise interrupted(call[0], self._display, sent=False,
                                       connecting=True) from None
-            return call.shape(self._request(call, limit), self._display)
+            return call[2](self._request(call, limit), self._display)
         except PgraftError:
             raise
         except BaseException:
@@ -195,7 +195,8 @@ class Client:
     def _request(self, call: _ops.Call, limit: float) -> Any:
         proto = self._proto
         assert proto is not None
-        rid, frame = proto.send_request(call.op, call.args, limit)
+        op, args, _shape = call
+        rid, frame = proto.send_request(op, args, limit)
         deadline = time.monotonic() + wait_limit(limit)
         try:
             events = self._send(frame, deadline)
@@ -203,7 +204,7 @@ class Client:
             # Not all of the frame went out (if part of it did, _send closed the connection):
             # the node cannot have the request.
             proto.forget(rid)
-            raise interrupted(call.op, self._display, sent=False) from None
+            raise interrupted(call[0], self._display, sent=False) from None
         while True:
             try:
                 outcome = self._handle(events, rid, deadline)

@@ -524,7 +524,8 @@ class Node:
         raw = self.raw
         if not self._running:
             raise Unavailable(f"node {self.node_id} is not running")
-        if self.role != LEADER or raw.role != LEADER:
+        # The core's role read directly (RawNode.role is a property: a Python call per write).
+        if self.role != LEADER or raw.raft.role != LEADER:
             raise self.not_leader(what)
         if self._disk_full is not None:
             raise self._storage_full(what)
