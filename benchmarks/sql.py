@@ -125,7 +125,18 @@ def cancellations(leader: Any, servers: list[Any], count: int) -> list[float]:
         with open(s.data / "postgresql.conf", "a") as f:
             f.write("pgraft.election_timeout = 30000\npgraft.heartbeat_interval = 300\n")
         s.query("SELECT pg_reload_conf()")
-    wait_for(lambda: agreed_leader(servers), 60, "a leader after the reload")
+
+    def restarted() -> bool:  # the launchers restart their nodes with the new setting
+        for s in servers:
+            with open(f"/proc/{node_pid(s)}/cmdline", "rb") as f:
+                if b"30000" not in f.read().split(b"\0"):
+                    return False
+        return True
+
+    wait_for(restarted, 60, "the nodes to run with the reloaded election timeout")
+    leader = wait_for(lambda: agreed_leader(servers), 60, "a leader after the reload")
+    wait_for(lambda: leader.scalar("SELECT pgraft_kv_put('bench', 'x')"), 30,
+             "a write on the leader after the reload")
     paused = [node_pid(s) for s in servers if s.node_id != leader.node_id]
     for pid in paused:
         os.kill(pid, signal.SIGSTOP)
