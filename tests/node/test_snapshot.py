@@ -9,6 +9,7 @@ import asyncio
 import os
 from typing import Any
 
+from pgraft.errors import Unavailable
 from pgraft.node import Node
 from pgraft.node.server import log_stats, status
 from pgraft.node.snapfile import SNAP_DIR
@@ -214,6 +215,20 @@ def test_restart_from_snapshot_and_tail(tmpdir_short: str) -> None:
     run(scenario(), 90)
 
 
+async def _add_node(lead: Node, node_id: int, port: int, timeout: float = 10.0) -> None:
+    """add_node, retried while the new leader has not yet committed an entry of its term
+    (until then it refuses membership changes with Unavailable: nothing was proposed)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            await lead.add_node(node_id, "127.0.0.1", port)
+            return
+        except Unavailable:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.02)
+
+
 def test_removed_ids_survive_a_snapshot(tmpdir_short: str) -> None:
     async def scenario() -> None:
         c = Cluster(tmpdir_short, 3, **SNAP_OPTS)
@@ -222,7 +237,7 @@ def test_removed_ids_survive_a_snapshot(tmpdir_short: str) -> None:
             lead = await c.wait_leader()
             c.add_slot(4)
             await c.start(4, bootstrap=False)
-            await lead.add_node(4, "127.0.0.1", c.ports[4])
+            await _add_node(lead, 4, c.ports[4])
             await lead.remove_node(4)
             await c.stop(4)
             await _fill(lead, 400, "k")
@@ -235,7 +250,7 @@ def test_removed_ids_survive_a_snapshot(tmpdir_short: str) -> None:
                 assert 4 in n.state.members.removed
                 assert 4 in n.raw.membership.removed  # type: ignore[union-attr]
             try:
-                await lead.add_node(4, "127.0.0.1", c.ports[4])
+                await _add_node(lead, 4, c.ports[4])
             except Exception as exc:
                 assert type(exc).__name__ == "NodeExists"
             else:
