@@ -107,13 +107,18 @@ def major_minor(version: str) -> str:
     return ".".join(version.split(".")[:2])
 
 
+def _release(version: str) -> tuple[int, ...]:
+    """``"1.10"`` as ``(1, 10)``: versions compare by number, not as text ("1.10" > "1.9")."""
+    return tuple(int(part) for part in version.split(".") if part.isdigit())
+
+
 def version_problem(sql_version: str, library_version: str | None,
                     package_version: str) -> Outcome | None:
     """The outcome that refuses every call while the SQL script, the library loaded by this
     server and the package are not one version; None when they are."""
     package = major_minor(package_version)
     if sql_version != package:
-        if sql_version < package:
+        if _release(sql_version) < _release(package):
             hint = "Run ALTER EXTENSION pgraft UPDATE in this database."
         else:
             hint = (f"Install the pgraft package of version {sql_version} with "

@@ -121,6 +121,9 @@ def test_versions_must_agree() -> None:
     old_sql = version_problem("1.0", VERSION, "1.1.0")
     assert old_sql is not None and old_sql["hint"] == (
         "Run ALTER EXTENSION pgraft UPDATE in this database.")
+    # by number, not as text: an extension 1.9 is older than a package 1.10
+    assert "ALTER EXTENSION pgraft UPDATE" in version_problem("1.9", "1.10", "1.10.0")["hint"]
+    assert "Install the pgraft package" in version_problem("1.10", "1.9", "1.9.0")["hint"]
     old_lib = version_problem("1.1", "1.0", "1.1.0")
     assert old_lib is not None and "Restart PostgreSQL" in old_lib["hint"]
     assert old_lib["sqlstate"] == "55000"
