@@ -102,19 +102,11 @@ CANCEL_AFTER_MS = 100
 
 
 def node_pid(server: Any) -> int:
-    """PID of the pgraft node process of ``server`` (its command line names its data dir)."""
-    marker = str(server.data).encode()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        if b"serve" in argv and any(marker in a for a in argv):
-            return int(entry)
-    raise RuntimeError(f"no pgraft node process for {server.name}")
+    """PID of the pgraft node process of ``server``, as its launcher reports it."""
+    pid = server.scalar("SELECT node_pid FROM pgraft_launcher_status()")
+    if not pid:
+        raise RuntimeError(f"the launcher of {server.name} runs no node right now")
+    return int(pid)
 
 
 def cancellations(leader: Any, servers: list[Any], count: int) -> list[float]:
