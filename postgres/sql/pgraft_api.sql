@@ -21,14 +21,7 @@ END
 $wait$;
 
 -- ------------------------------------------------------------------ what is installed
-SELECT p.pronamespace::regnamespace AS schema, p.proname,
-       pg_get_function_identity_arguments(p.oid) AS arguments,
-       pg_get_function_result(p.oid) AS result,
-       p.prosecdef AS security_definer, p.provolatile AS volatility
-FROM pg_proc p
-JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e'
-WHERE d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'pgraft')
-ORDER BY p.proname;
+\i sql/pgraft_functions.psql
 
 -- The same names work with an empty search_path.
 SET search_path = '';
@@ -42,9 +35,7 @@ SELECT p.proname,
        has_function_privilege('pg_monitor', p.oid, 'EXECUTE') AS pg_monitor,
        has_function_privilege('pg_read_all_data', p.oid, 'EXECUTE') AS pg_read_all_data,
        has_function_privilege('pgraft_admin', p.oid, 'EXECUTE') AS pgraft_admin
-FROM pg_proc p
-JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e'
-WHERE d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'pgraft')
+FROM pgraft_functions p
 ORDER BY p.proname;
 
 SET ROLE regress_pgraft_nobody;

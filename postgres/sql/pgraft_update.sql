@@ -18,23 +18,14 @@ ALTER EXTENSION pgraft UPDATE;
 CREATE EXTENSION jsonb_plpython3u;
 ALTER EXTENSION pgraft UPDATE;
 \dx pgraft
-SELECT p.pronamespace::regnamespace AS schema, p.proname,
-       pg_get_function_identity_arguments(p.oid) AS arguments,
-       pg_get_function_result(p.oid) AS result,
-       p.prosecdef AS security_definer, p.provolatile AS volatility
-FROM pg_proc p
-JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e'
-WHERE d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'pgraft')
-ORDER BY p.proname;
+\i sql/pgraft_functions.psql
 SELECT p.proname,
        has_function_privilege('pg_monitor', p.oid, 'EXECUTE') AS pg_monitor,
        has_function_privilege('pg_read_all_data', p.oid, 'EXECUTE') AS pg_read_all_data,
        has_function_privilege('pgraft_admin', p.oid, 'EXECUTE') AS pgraft_admin,
        p.proacl IS NOT NULL AND NOT EXISTS (
            SELECT 1 FROM aclexplode(p.proacl) a WHERE a.grantee = 0) AS closed_to_public
-FROM pg_proc p
-JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e'
-WHERE d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'pgraft')
+FROM pgraft_functions p
 ORDER BY p.proname;
 -- The extension depends on no schema now (pg_catalog is pinned), as a new one.
 SELECT count(*) AS schema_dependencies FROM pg_depend
