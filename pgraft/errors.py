@@ -235,6 +235,17 @@ class MemberRefused(PgraftError):
     sqlstate = "55000"  # object_not_in_prerequisite_state
 
 
+class HaNotEnabled(PgraftError):
+    """An HA request (the primary's lease, the PostgreSQL status of the members) to a node
+    that does not run PostgreSQL: it was started without ``--postgres``."""
+
+    code = "ha_not_enabled"
+    sqlstate = "55000"  # object_not_in_prerequisite_state
+    default_hint = ("start the nodes with `pgraft serve ... --postgres PGDATA --pg-port PORT` "
+                    "to have pgraft run PostgreSQL (README: High availability); "
+                    "pgraft_get_nodes() lists the members without it")
+
+
 class DecodeError(ProtocolError, ValueError):
     """Bytes that are not a valid pgraft frame: truncated, oversized or inconsistent."""
 

@@ -154,3 +154,14 @@ def kv_delete(key: Any) -> Call:
 
 def kv_list_keys() -> Call:
     return ("kv_list_keys", {}, _texts)
+
+
+def _rows(result: Any, target: str) -> list[dict[str, Any]]:
+    if not isinstance(result, list) or not all(isinstance(r, dict) for r in result):
+        raise ProtocolError(f"{target} answered ha_status with {type(result).__name__}, "
+                            "not a list of rows")
+    return result
+
+
+def ha_status() -> Call:
+    return ("ha_status", {}, _rows)

@@ -373,6 +373,12 @@ class AsyncClient:
         """All keys, sorted (linearizable)."""
         return await self._call(_ops.kv_list_keys(), timeout)
 
+    async def ha_status(self, *, timeout: float | None = None) -> list[dict[str, Any]]:
+        """One row per member in HA mode: node_id, pg_role, timeline, received_lsn,
+        replayed_lsn (integers), lag_bytes, lease_remaining_ms, epoch, state. Answered by
+        any node (it asks the others); HaNotEnabled when the nodes run without PostgreSQL."""
+        return await self._call(_ops.ha_status(), timeout)
+
 
 async def connect(target: str | os.PathLike[str] | Target, *,
                   timeout: float = DEFAULT_TIMEOUT,

@@ -520,3 +520,8 @@ class Client:
     def kv_list_keys(self, *, timeout: float | None = None) -> list[str]:
         """All keys, sorted (linearizable)."""
         return self._call(_ops.kv_list_keys(), timeout)
+
+    def ha_status(self, *, timeout: float | None = None) -> list[dict[str, Any]]:
+        """One row per member in HA mode (see :meth:`AsyncClient.ha_status
+        <pgraft.AsyncClient.ha_status>`); HaNotEnabled when the nodes run without PostgreSQL."""
+        return self._call(_ops.ha_status(), timeout)

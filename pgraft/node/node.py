@@ -138,6 +138,9 @@ class Node:
         self._wake: asyncio.Future[None] | None = None
         self._kicked = False
         self._ready_task: asyncio.Task[None] | None = None
+        #: The HA controller (pgraft.ha.controller) in HA mode, else None: the server's ha_*
+        #: ops answer HaNotEnabled then.
+        self.ha: Any = None
         self._tick_handle: asyncio.TimerHandle | None = None
         self._next_tick = 0.0
         self._tick_s, self._hb_ticks, self._el_ticks = config.ticks()

@@ -34,6 +34,7 @@ from ..checks import (
 from ..deadlines import DeadlineWheel
 from ..errors import (
     CommitTimeout,
+    HaNotEnabled,
     InvalidArgument,
     Overloaded,
     PgraftError,
@@ -126,6 +127,8 @@ class Server:
             "kv_get": self._kv_get,
             "kv_list_keys": self._kv_list_keys,
             "transfer_leadership": self._transfer,
+            "ha_status": self._ha_status,
+            "ha_renew": self._ha_renew,
         }
         self._instant: dict[str, Callable[[dict[str, Any]], Any]] = {
             "get_nodes": lambda a: node.get_nodes(),
@@ -135,6 +138,7 @@ class Server:
             "status": lambda a: status(node),
             "log_stats": lambda a: log_stats(node),
             "get_entry": self._get_entry,
+            "ha_observe": self._ha_observe,
         }
 
     # -------------------------------------------------------------- entry point
@@ -273,6 +277,22 @@ class Server:
     async def _transfer(self, args: dict[str, Any], timeout: float) -> bool:
         await self.node.transfer_leadership(check_node_id(_required(args, "node_id")))
         return True
+
+    def _ha(self) -> Any:
+        ha = self.node.ha
+        if ha is None:
+            raise HaNotEnabled(f"node {self.node.node_id} does not run PostgreSQL (HA mode is "
+                               "off: it was started without --postgres)")
+        return ha
+
+    async def _ha_status(self, args: dict[str, Any], timeout: float) -> list[dict[str, Any]]:
+        return list(await self._ha().cluster_status(timeout))
+
+    async def _ha_renew(self, args: dict[str, Any], timeout: float) -> bool:
+        return bool(await self._ha().renew_for(args, timeout))
+
+    def _ha_observe(self, args: dict[str, Any]) -> dict[str, Any]:
+        return dict(self._ha().local_report())
 
     def _get_entry(self, args: dict[str, Any]) -> dict[str, Any] | None:
         index = check_index(_required(args, "index"))
