@@ -42,7 +42,8 @@ HELLO_CHALLENGE = "challenge"
 #: Requests that propose a log entry: one that fails without an answer, or is not committed
 #: in time, has an unknown outcome (the client raises OutcomeUnknown / CommitTimeout, the
 #: node answers CommitTimeout).
-WRITE_OPS = frozenset(("append", "kv_put", "kv_delete", "add_node", "remove_node", "ha_renew"))
+WRITE_OPS = frozenset(("append", "kv_put", "kv_delete", "add_node", "remove_node",
+                       "ha_propose"))
 
 _HEAD = struct.Struct("<IB")
 # Not thread-safe in general, but ``pack`` runs as one C call under the GIL (no ``default=``

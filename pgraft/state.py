@@ -18,6 +18,7 @@ tag   body                           apply result
 0x00  the user's ``append`` payload  the entry's index
 0x01  msgpack ``["put", key, value]``  ``True``
 0x01  msgpack ``["del", key]``         ``True`` if the key existed
+0x02  an HA command (pgraft.ha.records) ``True`` if it took effect
 ====  =============================  ==========================================
 
 ``snapshot()``/``restore()`` serialize the whole state (for the snapshot layer).
@@ -25,21 +26,27 @@ tag   body                           apply result
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
 
 from .errors import StorageCorrupted
+from .ha.records import HaState
+from .ha.records import encode as encode_ha_command
 from .raft.membership import EMPTY, Member, Membership
 
 TAG_APPEND = 0
 TAG_KV = 1
+TAG_HA = 2
 #: The first byte of a user ``append`` entry's data (``encode_append(p) == APPEND_PREFIX + p``;
 #: the node's hot path concatenates it inline).
 APPEND_PREFIX = b"\x00"
 _KV_PREFIX = b"\x01"
+_HA_PREFIX = b"\x02"
 
-SNAPSHOT_FORMAT = 1
+#: 2 adds the HA state; format 1 snapshots (no HA state) are still read.
+SNAPSHOT_FORMAT = 2
 
 
 # ------------------------------------------------------------------ command encoding
@@ -56,6 +63,11 @@ def encode_kv_delete(key: str) -> bytes:
     return _KV_PREFIX + msgpack.packb(("del", key), use_bin_type=True)
 
 
+def encode_ha(command: tuple[Any, ...] | list[Any]) -> bytes:
+    """The entry data of an HA command (pgraft.ha.records)."""
+    return _HA_PREFIX + encode_ha_command(command)
+
+
 def describe_entry_data(data: bytes | memoryview) -> tuple[str, bytes]:
     """``(kind, user-visible bytes)`` of a normal entry's data: kind is ``"noop"``,
     ``"append"``, ``"kv"`` or ``"unknown"``. For ``append`` the bytes are the user's payload."""
@@ -67,6 +79,8 @@ def describe_entry_data(data: bytes | memoryview) -> tuple[str, bytes]:
         return "append", raw[1:]
     if tag == TAG_KV:
         return "kv", raw[1:]
+    if tag == TAG_HA:
+        return "ha", raw[1:]
     return "unknown", raw
 
 
@@ -81,6 +95,11 @@ class AppliedState:
         #: The applied membership (the core's configuration as of ``membership_index``).
         self.members: Membership = EMPTY
         self.membership_index = 0  # index of the last applied membership change
+        #: What the HA commands built (empty without HA mode).
+        self.ha = HaState()
+        #: Called after an HA command is applied: (kind, took effect). The HA controller
+        #: records when it applied a lease entry (pgraft.ha.lease); the state reads no clock.
+        self.on_ha: Callable[[str, bool], None] | None = None
 
     # ---------------------------------------------------------------- apply
     def apply_normal(self, index: int, term: int, data: bytes | memoryview) -> Any:
@@ -106,6 +125,11 @@ class AppliedState:
                                        f"command: {exc}") from None
             raise StorageCorrupted(f"committed entry {index} holds an unknown KV command "
                                    f"{op!r}")
+        if tag == TAG_HA:
+            kind, took = self.ha.apply(index, data[1:])
+            if self.on_ha is not None:
+                self.on_ha(kind, took)
+            return took
         # An entry with an unknown tag is applied as a no-op: it is someone else's format,
         # and refusing it would stop this node forever.
         return None
@@ -143,14 +167,16 @@ class AppliedState:
             "membership_index": self.membership_index,
             "members": [[i, m.address, m.port, m.role] for i, m in self.members.items()],
             "kv": self.kv,
+            "ha": self.ha.to_snapshot(),
         }, use_bin_type=True)
 
     def restore(self, data: bytes | memoryview) -> None:
         """Replace the whole state with a :meth:`snapshot`."""
         try:
             obj = msgpack.unpackb(bytes(data), raw=False, strict_map_key=False)
-            if obj.get("format") != SNAPSHOT_FORMAT:
+            if obj.get("format") not in (1, SNAPSHOT_FORMAT):
                 raise ValueError(f"unknown snapshot format {obj.get('format')!r}")
+            ha = HaState.from_snapshot(obj["ha"]) if "ha" in obj else HaState()
             members = Membership({int(i): Member(str(a), int(p), str(r))
                                   for i, a, p, r in obj["members"]})
             kv = {str(k): str(v) for k, v in obj["kv"].items()}
@@ -167,3 +193,6 @@ class AppliedState:
         self.applied_index = applied_index
         self.applied_term = applied_term
         self.membership_index = membership_index
+        self.ha = ha
+        if self.on_ha is not None:
+            self.on_ha("restore", True)

@@ -128,7 +128,7 @@ class Server:
             "kv_list_keys": self._kv_list_keys,
             "transfer_leadership": self._transfer,
             "ha_status": self._ha_status,
-            "ha_renew": self._ha_renew,
+            "ha_propose": self._ha_propose,
         }
         self._instant: dict[str, Callable[[dict[str, Any]], Any]] = {
             "get_nodes": lambda a: node.get_nodes(),
@@ -288,8 +288,10 @@ class Server:
     async def _ha_status(self, args: dict[str, Any], timeout: float) -> list[dict[str, Any]]:
         return list(await self._ha().cluster_status(timeout))
 
-    async def _ha_renew(self, args: dict[str, Any], timeout: float) -> bool:
-        return bool(await self._ha().renew_for(args, timeout))
+    async def _ha_propose(self, args: dict[str, Any], timeout: float) -> Any:
+        # A member's HA command (lease renewal, its PostgreSQL endpoint, ...), forwarded to
+        # the leader: the controller checks it and proposes it.
+        return await self._ha().propose_for_member(args.get("command"), timeout)
 
     def _ha_observe(self, args: dict[str, Any]) -> dict[str, Any]:
         return dict(self._ha().local_report())
