@@ -14,7 +14,7 @@ from ..checks import (
     check_port,
     check_value,
 )
-from ..errors import ProtocolError
+from ..errors import InvalidArgument, ProtocolError
 
 TYPE_CHECKING = False  # typing only for the type checker: see pgraft/errors.py
 if TYPE_CHECKING:
@@ -165,3 +165,15 @@ def _rows(result: Any, target: str) -> list[dict[str, Any]]:
 
 def ha_status() -> Call:
     return ("ha_status", {}, _rows)
+
+
+def ha_observe() -> Call:
+    """What one node sees of its PostgreSQL (member to member; the node asked, no redirect)."""
+    return ("ha_observe", {}, _dict)
+
+
+def ha_propose(command: Any) -> Call:
+    """A member's HA command for the leader to propose (pgraft.ha.records.MEMBER_COMMANDS)."""
+    if not isinstance(command, list | tuple):
+        raise InvalidArgument(f"an HA command is a list, got {type(command).__name__}")
+    return ("ha_propose", {"command": list(command)}, _bool)

@@ -380,6 +380,15 @@ class AsyncClient:
         return await self._call(_ops.ha_status(), timeout)
 
 
+    # -------------------------------------------------------------- member to member (HA)
+    async def ha_observe(self, *, timeout: float | None = None) -> dict[str, Any]:
+        """The node's own PostgreSQL observation (pgraft.ha.types.PgObservation.to_wire)."""
+        return await self._call(_ops.ha_observe(), timeout)
+
+    async def ha_propose(self, command: list[Any], *, timeout: float | None = None) -> bool:
+        """Ask the leader to propose a member's HA command; True if it took effect."""
+        return await self._call(_ops.ha_propose(command), timeout)
+
 async def connect(target: str | os.PathLike[str] | Target, *,
                   timeout: float = DEFAULT_TIMEOUT,
                   secret_file: str | os.PathLike[str] | None = None,

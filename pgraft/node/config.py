@@ -4,11 +4,14 @@ it, and the ``ID=HOST:PORT,...`` cluster notation."""
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from .._impl import core
 from ..errors import InvalidArgument
+from ..ha.config import DEFAULT_PG_BIN, HaConfig
+from ..ha.lease import LeaseSettings
 from ..protocol import MAX_FRAME_SIZE
 from ..raft.membership import VOTER, Membership, validate_address, validate_node_id
 from .identity import DEFAULT_CLUSTER_TOKEN
@@ -70,6 +73,10 @@ class NodeConfig:
     pg_system_id: int | None = None
     #: Cluster secret, TLS and connection limits (pgraft.node.security, README: Security).
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    #: HA mode: the PostgreSQL server this node runs (``--postgres``), else None.
+    ha: HaConfig | None = None
+    #: The HTTP port for load balancers and /metrics (``--http-port``), else None.
+    http_port: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -97,6 +104,15 @@ class NodeConfig:
         if self.tick_ms is not None and self.tick_ms < 1:
             raise InvalidArgument("tick_ms must be at least 1")
         self.security.validate()
+        if self.http_port is not None and not 0 <= self.http_port <= 65535:
+            raise InvalidArgument(f"--http-port {self.http_port} is not a TCP port")
+        if self.ha is not None:
+            if self.pg_system_id is not None:
+                raise InvalidArgument(
+                    "--pg-system-id is for a node run by the PostgreSQL launcher; with "
+                    "--postgres the node reads the system identifier itself",
+                    hint="leave --pg-system-id out")
+            self.ha.validate(self.data_dir)
         if self.pg_system_id is not None:
             check_pg_system_id(self.pg_system_id)
         if self.initial_cluster is not None:
@@ -268,6 +284,29 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                              "the data directory on the first start; the node refuses to start "
                              "on a directory that records another one (after pg_upgrade: "
                              "'pgraft storage rebind-postgres')")
+    ha = parser.add_argument_group(
+        "high availability", "run a PostgreSQL server as part of the cluster (README: High "
+        "availability)")
+    ha.add_argument("--postgres", metavar="PGDATA", default=None,
+                    help="HA mode: this node runs the PostgreSQL server of PGDATA (an empty or "
+                         "missing directory: pgraft creates it with initdb or pg_basebackup)")
+    ha.add_argument("--pg-port", type=int, default=None, metavar="PORT",
+                    help="the PostgreSQL server's TCP port (required with --postgres)")
+    ha.add_argument("--pg-bin", default=None, metavar="DIR",
+                    help="directory of PostgreSQL's programs (default: where pg_ctl is on "
+                         f"PATH, else {DEFAULT_PG_BIN})")
+    ha.add_argument("--pg-hba", default=None, metavar="FILE",
+                    help="the client lines of pg_hba.conf (pgraft adds the members' "
+                         "replication lines itself)")
+    ha.add_argument("--http-port", type=int, default=None, metavar="PORT",
+                    help="serve /primary, /replica, /read-only, /health, /cluster and /metrics "
+                         "on this port (also without --postgres)")
+    ha.add_argument("--lease-duration", type=int, default=2000, metavar="MS",
+                    help="the primary's lease (default 2000 ms)")
+    ha.add_argument("--lease-renew-interval", type=int, default=500, metavar="MS",
+                    help="how often the primary renews its lease (default 500 ms)")
+    ha.add_argument("--max-clock-drift", type=float, default=0.01, metavar="FRACTION",
+                    help="the assumed bound on clock rate error (default 0.01 = 1%%)")
     add_security_arguments(parser)
 
 
@@ -276,6 +315,26 @@ def _pg_system_id_arg(text: str) -> int:
         return parse_pg_system_id(text)
     except InvalidArgument as exc:
         raise argparse.ArgumentTypeError(exc.message) from None
+
+
+def _ha_config(ns: argparse.Namespace) -> HaConfig | None:
+    pgdata = getattr(ns, "postgres", None)
+    if pgdata is None:
+        for flag in ("pg_port", "pg_bin", "pg_hba"):
+            if getattr(ns, flag, None) is not None:
+                raise InvalidArgument(f"--{flag.replace('_', '-')} needs --postgres PGDATA")
+        return None
+    if ns.pg_port is None:
+        raise InvalidArgument("--postgres needs --pg-port PORT",
+                              hint="the TCP port this node's PostgreSQL listens on")
+    lease = LeaseSettings(duration=ns.lease_duration / 1000.0,
+                          renew_interval=ns.lease_renew_interval / 1000.0,
+                          max_clock_drift=ns.max_clock_drift)
+    config = HaConfig(pgdata=os.path.abspath(pgdata), pg_port=ns.pg_port,
+                      pg_hba_file=ns.pg_hba, lease=lease)
+    if ns.pg_bin is not None:
+        config.pg_bin = ns.pg_bin
+    return config
 
 
 def config_from_args(ns: argparse.Namespace) -> NodeConfig:
@@ -296,6 +355,8 @@ def config_from_args(ns: argparse.Namespace) -> NodeConfig:
         segment_size=getattr(ns, "segment_size", 64 * 1024 * 1024),
         security=security_from_args(ns),
         pg_system_id=getattr(ns, "pg_system_id", None),
+        ha=_ha_config(ns),
+        http_port=getattr(ns, "http_port", None),
     )
     config.snapshot_chunk = min(config.snapshot_chunk, config.max_frame // 2)
     config.max_payload = min(config.max_payload, config.max_msg_bytes - 4096)

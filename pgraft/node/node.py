@@ -62,7 +62,14 @@ from ..raft import (
     Status,
 )
 from ..raft.membership import EMPTY
-from ..state import APPEND_PREFIX, TAG_APPEND, AppliedState, encode_kv_delete, encode_kv_put
+from ..state import (
+    APPEND_PREFIX,
+    TAG_APPEND,
+    AppliedState,
+    encode_ha,
+    encode_kv_delete,
+    encode_kv_put,
+)
 from .config import NodeConfig, describe_membership, endpoint
 from .identity import NodeIdentity
 from .metrics import Metrics
@@ -571,6 +578,16 @@ class Node:
 
     def propose_kv_delete(self, key: str, waiter: Waiter | None = None) -> Any:
         return self._propose(encode_kv_delete(key), "delete a key", waiter)
+
+    def propose_ha(self, command: list[Any], waiter: Waiter | None = None) -> Any:
+        """An HA command (pgraft.ha.records); the future gives whether it took effect."""
+        return self._propose(encode_ha(command), "record an HA decision", waiter)
+
+    @property
+    def applied_current_term(self) -> bool:
+        """Whether the applied state includes an entry of the current term: a new leader has
+        then applied everything its predecessors committed (its no-op comes after it)."""
+        return self.state.applied_term == self.raw.term
 
     def _storage_full(self, what: str) -> StorageFull:
         full = self._disk_full

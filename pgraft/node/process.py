@@ -181,6 +181,8 @@ async def start_node(config: NodeConfig, *,
         await resources.close(graceful=False)
         raise
     node.start()
+    if config.ha is not None:
+        await _start_ha(node, config, resources)
     members = raw.membership
     log.info("node %d listening on %s (data dir %s; %s; election timeout %d ms, "
              "heartbeat %d ms)", config.node_id, endpoint(config.address, listener.port),
@@ -188,6 +190,23 @@ async def start_node(config: NodeConfig, *,
              if len(members) else "no members yet: waiting to be added",
              config.election_timeout_ms, config.heartbeat_interval_ms)
     return node
+
+
+async def _start_ha(node: Node, config: NodeConfig, resources: Resources) -> None:
+    """HA mode: the controller that runs this node's PostgreSQL (imported only here: it
+    brings psycopg)."""
+    assert config.ha is not None
+    from ..ha.controller import HaController
+
+    controller = HaController(node, config.ha)
+    try:
+        await controller.start()
+    except BaseException:
+        await node.stop()
+        raise
+    # Closed first (added last). After a crash (graceful False) the server is left alone:
+    # a dying node takes no decision for it; its lease lapses and the cluster fences it.
+    resources.add(lambda graceful: controller.stop(stop_postgres=graceful))
 
 
 def install_quickdie(node_id: int, handler: logging.Handler | None = None) -> None:
