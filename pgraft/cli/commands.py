@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..client import Client, format_endpoint
+from ..ha.types import format_lsn
 from .exits import EXIT_FAILURE
 from .tables import format_table, nodes_table, status_text
 
@@ -90,3 +91,16 @@ def cmd_transfer(c: Client, ns: argparse.Namespace) -> tuple[Any, str, int]:
     return result, f"node {ns.node_id} is now the leader", 0
 
 
+
+
+HA_COLUMNS = ("node_id", "pg_role", "timeline", "received_lsn", "replayed_lsn", "lag_bytes",
+              "lease_remaining_ms", "epoch", "state")
+
+
+def cmd_ha_status(c: Client, ns: argparse.Namespace) -> tuple[Any, str, int]:
+    rows = c.ha_status(timeout=ns.timeout)
+    shown = [[format_lsn(r.get(k)) if k.endswith("_lsn") else r.get(k) for k in HA_COLUMNS]
+             for r in rows]
+    json_rows = [{k: (format_lsn(r.get(k)) if k.endswith("_lsn") else r.get(k))
+                  for k in HA_COLUMNS} for r in rows]
+    return json_rows, format_table(list(HA_COLUMNS), shown), 0

@@ -12,6 +12,7 @@ from .commands import (
     cmd_add_node,
     cmd_append,
     cmd_entry,
+    cmd_ha_status,
     cmd_kv_delete,
     cmd_kv_get,
     cmd_kv_list,
@@ -144,6 +145,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = kv_command("delete", cmd_kv_delete, "delete KEY (run on the leader)")
     p.add_argument("key", metavar="KEY")
     kv_command("list", cmd_kv_list, "list the keys (linearizable)")
+
+    ha = sub.add_parser("ha", help="high availability: 'pgraft ha status' (README: High "
+                                   "availability)", description="high availability")
+    ha_sub = ha.add_subparsers(dest="ha_command", metavar="ACTION", parser_class=Parser,
+                               required=True)
+    p = ha_sub.add_parser("status", help="one row per member: PostgreSQL role, timeline, "
+                                         "LSNs, lag, lease, epoch, state",
+                          description="one row per member, asked of every node",
+                          parents=[common])
+    p.set_defaults(func=cmd_ha_status)
     return parser
 
 

@@ -63,6 +63,19 @@ def check_command(command: Any) -> list[Any]:
     return list(command)
 
 
+def redacted(body: bytes) -> bytes:
+    """An HA command as clients may see it (``get_entry``): the bootstrap's replication
+    password replaced by ``***``."""
+    try:
+        cmd = msgpack.unpackb(body, raw=False, use_list=True)
+    except (ValueError, msgpack.UnpackException):
+        return body
+    if isinstance(cmd, list) and len(cmd) == _ARITY[BOOTSTRAP] and cmd[0] == BOOTSTRAP:
+        cmd[3] = "***"
+        return encode(cmd)
+    return body
+
+
 @dataclass(frozen=True)
 class Endpoint:
     host: str

@@ -41,6 +41,7 @@ from ..errors import (
     ProtocolError,
     Timeout,
 )
+from ..ha.records import redacted as redacted_ha_command
 from ..protocol import WRITE_OPS
 from ..state import describe_entry_data
 from .config import endpoint
@@ -372,6 +373,8 @@ def entry(node: Node, index: int) -> dict[str, Any] | None:
         kind, data = "conf_change", bytes(e.data)
     else:
         kind, data = describe_entry_data(e.data)
+        if kind == "ha":
+            data = redacted_ha_command(data)
     return {"index": e.index, "term": e.term, "type": e.type, "kind": kind,
             "data": data, "committed": e.index <= raw.log.committed}
 
