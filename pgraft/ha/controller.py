@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import logging
 import os
 import secrets
@@ -106,7 +107,9 @@ class HaController:
                             superuser=config.superuser)
         self.lease_file = LeaseFile(os.path.join(data_dir, "ha_lease"))
         self.obs = PgObservation(role=PG_STOPPED, error="not observed yet")
-        self.dir_state = "missing"
+        self.dir_state = "unknown"   # until the first observation
+        self._local_system_id: tuple[float, int | None] | None = None  # (pg_control mtime, id)
+        self._op_gen = 0   # bumped around every PostgreSQL operation (stale observations)
         self.state = "starting"
         self.refused: str | None = None
         self.seen_at: float | None = None
@@ -118,6 +121,7 @@ class HaController:
         self._pg_task: asyncio.Task[None] | None = None
         self._leading: asyncio.Task[None] | None = None
         self._clients: dict[int, AsyncClient] = {}
+        self._client_locks: dict[int, asyncio.Lock] = {}
         self._retry_at = 0.0
         self._retry = RETRY_MIN
         self._upstream: int | None = None      # the primary the replica config points at
@@ -183,15 +187,33 @@ class HaController:
             self.lease_file.set(None)
 
     # ------------------------------------------------------------------ loops
+    def _observe(self) -> tuple[str, PgObservation]:
+        """(directory state, observation), in a worker thread."""
+        dir_state = self.pg.directory_state()
+        obs = self.pg.observe()
+        if dir_state == "cluster" and obs.system_id is None:
+            # Stopped: the identifier from pg_control (read again only when it changes).
+            try:
+                mtime = os.stat(os.path.join(self.config.pgdata, "global", "pg_control")
+                                ).st_mtime
+            except OSError:
+                mtime = -1.0
+            if self._local_system_id is None or self._local_system_id[0] != mtime:
+                self._local_system_id = (mtime, self.pg.system_identifier())
+            obs = dataclasses.replace(obs, system_id=self._local_system_id[1])
+        return dir_state, obs
+
     async def _observe_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while self._running:
+            gen = self._op_gen
             try:
-                self.dir_state = await loop.run_in_executor(self._obs_exec,
-                                                            self.pg.directory_state)
-                self.obs = await loop.run_in_executor(self._obs_exec, self.pg.observe)
+                dir_state, obs = await loop.run_in_executor(self._obs_exec, self._observe)
             except Exception as exc:  # observe() should not raise; never let the loop die
-                self.obs = PgObservation(role=PG_STOPPED, error=str(exc))
+                dir_state, obs = self.dir_state, PgObservation(role=PG_STOPPED, error=str(exc))
+            # An observation that began before an operation ended may be stale: drop it.
+            if gen == self._op_gen and (self._pg_task is None or self._pg_task.done()):
+                self.dir_state, self.obs = dir_state, obs
             await asyncio.sleep(OBSERVE_EVERY)
 
     async def _loop(self) -> None:
@@ -334,18 +356,20 @@ class HaController:
             raise
 
     async def _client(self, node_id: int) -> AsyncClient:
-        client = self._clients.get(node_id)
-        if client is not None and not client.closed:
+        lock = self._client_locks.setdefault(node_id, asyncio.Lock())
+        async with lock:  # one connection per member, even when asked twice at once
+            client = self._clients.get(node_id)
+            if client is not None and not client.closed:
+                return client
+            member = self.node.state.members.get(node_id)
+            if member is None:
+                raise Unavailable(f"node {node_id} is not a member")
+            sec = self.node.config.security
+            client = await connect(endpoint(member.address, member.port), timeout=RPC_TIMEOUT,
+                                   secret_file=sec.secret_file, tls_ca=sec.tls_ca,
+                                   tls_cert=sec.tls_cert, tls_key=sec.tls_key)
+            self._clients[node_id] = client
             return client
-        member = self.node.state.members.get(node_id)
-        if member is None:
-            raise Unavailable(f"node {node_id} is not a member")
-        sec = self.node.config.security
-        client = await connect(endpoint(member.address, member.port), timeout=RPC_TIMEOUT,
-                               secret_file=sec.secret_file, tls_ca=sec.tls_ca,
-                               tls_cert=sec.tls_cert, tls_key=sec.tls_key)
-        self._clients[node_id] = client
-        return client
 
     async def _drop_client(self, node_id: int) -> None:
         client = self._clients.pop(node_id, None)
@@ -399,6 +423,8 @@ class HaController:
     async def _run_pg(self, what: str, fn: Callable[[], None]) -> None:
         loop = asyncio.get_running_loop()
         self.state = what
+        log.info("node %d: %s", self.node_id, what)
+        self._op_gen += 1
         try:
             await loop.run_in_executor(self._pg_exec, fn)
         except PgraftError as exc:
@@ -407,6 +433,12 @@ class HaController:
             self._failed(what, str(exc))
         else:
             self._retry = RETRY_MIN
+        finally:
+            # Decide the next step on what the server says now, not before the operation.
+            with contextlib.suppress(Exception):
+                self.dir_state, self.obs = await loop.run_in_executor(self._pg_exec,
+                                                                      self._observe)
+            self._op_gen += 1
 
     def _failed(self, what: str, why: str) -> None:
         log.error("node %d: %s failed: %s", self.node_id, what, why)
@@ -430,6 +462,9 @@ class HaController:
             "pgraft.ha_lease_file": self.lease_file.path,
             "cluster_name": slot_name(self.node_id),
             "recovery_target_timeline": "latest",
+            # After a failover the replicas reconnect to the new primary within a second
+            # (default 5 s).
+            "wal_retrieve_retry_interval": "1s",
         })
         if upstream is not None:
             ep = ha.endpoints[upstream]
@@ -465,9 +500,9 @@ class HaController:
         if ha.epoch == 0:
             self.state = "waiting for the cluster's first primary"
             return None
+        if dir_state == "unknown":
+            return None
         local_id = obs.system_id
-        if dir_state == "cluster" and local_id is None and obs.role in (PG_STOPPED,):
-            local_id = self.pg.system_identifier()
         if (dir_state == "cluster" and ha.system_id is not None and local_id is not None
                 and local_id != ha.system_id):
             self._refuse(f"{self.config.pgdata} holds the PostgreSQL cluster {local_id}, not "
