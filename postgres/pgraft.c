@@ -4,9 +4,12 @@
  * With shared_preload_libraries = 'pgraft' the postmaster defines the pgraft.* settings
  * (settings.c; an invalid value stops the server from starting), reserves the launcher's
  * status in shared memory (status.c) and registers the background worker "pgraft launcher"
- * (launcher.c), which runs this server's pgraft node process (node.c). Loaded into a backend
- * only (no preload), the library defines the settings and serves the SQL functions
- * (sqlfuncs.c); pgraft_launcher_status() then says that it is not preloaded.
+ * (launcher.c), which runs this server's pgraft node process (node.c). In HA mode
+ * (pgraft.ha_lease_file set) a `pgraft serve --postgres` node runs this server instead: no
+ * launcher is registered, and every backend checks the node's lease before it commits a
+ * write (fence.c). Loaded into a backend only (no preload), the library defines the
+ * settings and serves the SQL functions (sqlfuncs.c); pgraft_launcher_status() then says
+ * that it is not preloaded.
  * The files and what they share: pgraft.h.
  */
 #include "postgres.h"
@@ -41,5 +44,8 @@ _PG_init(void)
 	if (!preloading)
 		return;
 	pgraft_status_install_hooks();
-	pgraft_register_launcher();
+	if (pgraft_ha_lease_file[0] != '\0')
+		pgraft_fence_install();
+	else
+		pgraft_register_launcher();
 }

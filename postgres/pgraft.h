@@ -7,6 +7,7 @@
  *   node.c      the node process: its command line, fork/exec, its output pipe, reap and stop
  *   nodelog.c   the node's log records (read from the pipe) into the server log
  *   status.c    the launcher's status in shared memory and pgraft_launcher_status()
+ *   fence.c     HA mode: no commit without the primary's lease (pgraft.ha_lease_file)
  *   sqlfuncs.c  the other SQL-callable functions
  */
 #ifndef PGRAFT_H
@@ -50,6 +51,7 @@ extern char *pgraft_secret_file;
 extern char *pgraft_tls_cert;
 extern char *pgraft_tls_key;
 extern char *pgraft_tls_ca;
+extern char *pgraft_ha_lease_file;	/* "": not HA mode */
 extern int	pgraft_request_timeout_ms;	/* ms */
 
 /*
@@ -77,7 +79,8 @@ typedef enum PgraftState
 	PGRAFT_STATE_RUNNING,		/* the node process is running */
 	PGRAFT_STATE_WAITING,		/* until next_start */
 	PGRAFT_STATE_STOPPING,		/* SIGTERM sent, waiting for it to exit */
-	PGRAFT_STATE_STOPPED		/* not running and not going to be started by itself */
+	PGRAFT_STATE_STOPPED,		/* not running and not going to be started by itself */
+	PGRAFT_STATE_HA				/* HA mode: the node runs this server, no launcher */
 } PgraftState;
 
 extern void pgraft_status_install_hooks(void);
@@ -100,6 +103,9 @@ extern int	pgraft_node_output_fd(void);
 extern void pgraft_node_drain_output(void);
 extern bool pgraft_node_reap(pid_t *pid, char **how);
 extern void pgraft_node_stop(const char *why, int timeout_ms);
+
+/* ---------------------------------------------------------------- fence.c */
+extern void pgraft_fence_install(void);
 
 /* ---------------------------------------------------------------- launcher.c */
 extern void pgraft_register_launcher(void);

@@ -38,6 +38,7 @@ char	   *pgraft_secret_file = NULL;
 char	   *pgraft_tls_cert = NULL;
 char	   *pgraft_tls_key = NULL;
 char	   *pgraft_tls_ca = NULL;
+char	   *pgraft_ha_lease_file = NULL;
 int			pgraft_request_timeout_ms = 10000;
 
 /*
@@ -499,6 +500,30 @@ check_tls_ca(char **newval, void **extra, GucSource source)
 	return check_security_path(newval, "pgraft.tls_ca", false, false);
 }
 
+/*
+ * pgraft.ha_lease_file: empty (no HA mode) or an absolute path. The file itself may be
+ * missing: the node creates it, and until then this server commits no write (fence.c).
+ */
+static bool
+check_ha_lease_file(char **newval, void **extra, GucSource source)
+{
+	if (*newval == NULL || (*newval)[0] == '\0')
+		return true;
+	if (!is_absolute_path(*newval))
+	{
+		GUC_check_errdetail("pgraft.ha_lease_file must be empty or an absolute path (the "
+							"`pgraft serve --postgres` node writes it).");
+		return false;
+	}
+	for (const char *p = *newval; *p; p++)
+		if (iscntrl((unsigned char) *p))
+		{
+			GUC_check_errdetail("pgraft.ha_lease_file contains a control character.");
+			return false;
+		}
+	return true;
+}
+
 static void
 define_settings(void)
 {
@@ -584,6 +609,15 @@ define_settings(void)
 							   "CA certificate(s) that sign the nodes' certificates (PEM).",
 							   NULL, &pgraft_tls_ca, "",
 							   PGC_POSTMASTER, GUC_SUPERUSER_ONLY, check_tls_ca, NULL, NULL);
+	DefineCustomStringVariable("pgraft.ha_lease_file",
+							   "HA mode: the primary's lease, written by the pgraft node that "
+							   "runs this server.",
+							   "Set by `pgraft serve --postgres` in pgraft.conf. When set, the "
+							   "launcher starts no node and a transaction that wrote commits "
+							   "only while the lease has not expired. Empty = not HA mode.",
+							   &pgraft_ha_lease_file, "",
+							   PGC_POSTMASTER, GUC_SUPERUSER_ONLY, check_ha_lease_file, NULL,
+							   NULL);
 	DefineCustomIntVariable("pgraft.request_timeout",
 							"How long a pgraft SQL function waits for the node's answer.",
 							"A write that is not answered in time has an unknown outcome.",
@@ -596,7 +630,7 @@ static const char *const setting_names[] = {
 	"pgraft.data_dir", "pgraft.election_timeout", "pgraft.heartbeat_interval",
 	"pgraft.snapshot_entries", "pgraft.snapshot_bytes", "pgraft.snapshot_keep",
 	"pgraft.python", "pgraft.secret_file", "pgraft.tls_cert", "pgraft.tls_key",
-	"pgraft.tls_ca", "pgraft.request_timeout",
+	"pgraft.tls_ca", "pgraft.ha_lease_file", "pgraft.request_timeout",
 };
 #define NUM_SETTINGS lengthof(setting_names)
 
@@ -632,8 +666,8 @@ validate_at_start(char **raw)
 							 "pgraft.election_timeout, pgraft.heartbeat_interval, "
 							 "pgraft.snapshot_entries, pgraft.snapshot_bytes, "
 							 "pgraft.snapshot_keep, pgraft.python, pgraft.secret_file, "
-							 "pgraft.tls_cert, pgraft.tls_key, pgraft.tls_ca and "
-							 "pgraft.request_timeout.")));
+							 "pgraft.tls_cert, pgraft.tls_key, pgraft.tls_ca, "
+							 "pgraft.ha_lease_file and pgraft.request_timeout.")));
 
 	for (int i = 0; i < (int) NUM_SETTINGS; i++)
 		if (raw[i] != NULL)
@@ -655,6 +689,21 @@ validate_at_start(char **raw)
 				 errmsg("pgraft.tls_cert, pgraft.tls_key and pgraft.tls_ca must be set together"),
 				 errhint("The node presents its certificate and verifies its peers' against "
 						 "the CA; leave all three empty for no TLS.")));
+
+	/*
+	 * HA mode: the node that runs this server is its pgraft node, and it sets
+	 * pgraft.data_dir (not pgraft.node_id) so that the SQL functions find its socket. A
+	 * node id as well would be a second node for the same server.
+	 */
+	if (pgraft_node_id > 0 && pgraft_ha_lease_file[0] != '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("pgraft.node_id (%d) and pgraft.ha_lease_file cannot both be set",
+						pgraft_node_id),
+				 errdetail("With pgraft.ha_lease_file (HA mode) the pgraft node that runs "
+						   "this server is its node; the launcher starts none."),
+				 errhint("Remove pgraft.node_id from postgresql.conf; `pgraft serve "
+						 "--postgres` writes what HA mode needs in pgraft.conf.")));
 
 	if (pgraft_node_id > 0 && pgraft_initial_cluster[0] != '\0')
 	{

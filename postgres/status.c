@@ -67,7 +67,12 @@ status_shmem_startup(void)
 	{
 		memset(status, 0, sizeof(PgraftStatus));
 		SpinLockInit(&status->mutex);
-		status->state = pgraft_node_id > 0 ? PGRAFT_STATE_STOPPED : PGRAFT_STATE_DISABLED;
+		if (pgraft_ha_lease_file[0] != '\0')
+			status->state = PGRAFT_STATE_HA;
+		else if (pgraft_node_id > 0)
+			status->state = PGRAFT_STATE_STOPPED;
+		else
+			status->state = PGRAFT_STATE_DISABLED;
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -181,6 +186,8 @@ state_name(PgraftState state)
 			return "stopping";
 		case PGRAFT_STATE_STOPPED:
 			return "stopped";
+		case PGRAFT_STATE_HA:
+			return "ha mode";
 	}
 	return "unknown";
 }

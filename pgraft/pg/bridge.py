@@ -5,7 +5,9 @@ PL/Python function that finds this package (through ``pgraft.python``), imports 
 once per session and hands each call to :meth:`Bridge.call`. The Python code lives here, in
 the package, rather than in ``pg_proc``: a package upgrade upgrades it, and the versions of
 the SQL script, the loaded library and the package are compared before the first call
-(:func:`version_problem`).
+(:func:`version_problem`). Each SQL function passes the version of the script that created
+it; an update script creates only what it adds or changes, so the functions of an updated
+database carry several versions, all of them in :data:`SQL_VERSIONS`.
 
 A call never raises for a pgraft error: it returns an *outcome*, a dict that the transform
 ``jsonb_plpython3u`` turns into jsonb and the C function ``_pgraft_result()`` turns into the
@@ -48,6 +50,13 @@ if TYPE_CHECKING:
 NULL_VALUE = "22004"
 NOT_READY = "55000"  # object_not_in_prerequisite_state
 
+#: The versions of the extension's SQL scripts whose functions this package serves: those
+#: that call ``_pgraft_call(sql_version, what, op, params, data, timeout_ms)`` with the ops
+#: below. 1.0 had its own Python code in ``pg_proc``; a release that changes the calling
+#: convention or an op's shape drops the versions it no longer serves (their functions are
+#: then recreated by the update script).
+SQL_VERSIONS = ("1.1", "1.2")
+
 _FALLBACK_HINTS: tuple[tuple[type[PgraftError], str], ...] = (
     (PayloadTooLarge, "Keep keys, values and entries under the limit; store large data "
                       "elsewhere and replicate a reference to it."),
@@ -82,10 +91,14 @@ OPS: dict[str, tuple[str, tuple[tuple[str, Callable[[str], Any]], ...]]] = {
     "kv_get": ("kv_get", (("key", _text),)),
     "kv_delete": ("kv_delete", (("key", _text),)),
     "kv_list_keys": ("kv_list_keys", ()),
+    "ha_status": ("ha_status", ()),
 }
 
 _STATUS_KEYS = ("node_id", "term", "leader_id", "role", "num_nodes", "commit_index",
                 "applied_index", "last_index")
+#: the columns of pgraft_ha_status(), in the node's ``ha_status`` rows
+_HA_KEYS = ("node_id", "pg_role", "timeline", "received_lsn", "replayed_lsn", "lag_bytes",
+            "lease_remaining_ms", "epoch", "state")
 
 
 def sentence(text: str | None) -> str | None:
@@ -114,10 +127,13 @@ def _release(version: str) -> tuple[int, ...]:
 
 def version_problem(sql_version: str, library_version: str | None,
                     package_version: str) -> Outcome | None:
-    """The outcome that refuses every call while the SQL script, the library loaded by this
-    server and the package are not one version; None when they are."""
+    """The outcome that refuses every call while the SQL functions, the library loaded by this
+    server and the package do not go together; None when they do: the library is the
+    package's version, and the functions are too or are of an older script that the package
+    still serves (:data:`SQL_VERSIONS`)."""
     package = major_minor(package_version)
-    if sql_version != package:
+    served = sql_version in SQL_VERSIONS and _release(sql_version) <= _release(package)
+    if sql_version != package and not served:
         if _release(sql_version) < _release(package):
             hint = "Run ALTER EXTENSION pgraft UPDATE in this database."
         else:
@@ -229,8 +245,9 @@ class Bridge:
                 f"{what}: the pgraft node of this server is not running or not reachable",
                 exc, detail=exc.message,
                 hint="Check that shared_preload_libraries includes 'pgraft' and that "
-                     "pgraft.node_id is set, and see pgraft_launcher_status() and the server "
-                     "log for the \"pgraft launcher\".")
+                     "pgraft.node_id is set (in HA mode: that the `pgraft serve --postgres` "
+                     "node running this server is up), and see pgraft_launcher_status() and "
+                     "the server log.")
         except Timeout as exc:
             hint = None
             if not isinstance(exc, OutcomeUnknown):
@@ -264,6 +281,8 @@ def shape(op: str, result: Any) -> Any:
         return {k: result.get(k) for k in _STATUS_KEYS}
     if op == "stat_peers":
         return peer_rows(result)
+    if op == "ha_status":
+        return [{k: row.get(k) for k in _HA_KEYS} for row in result]
     if op == "get_entry":
         return None if result is None else bytes(result["data"]).hex()
     return result

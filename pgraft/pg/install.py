@@ -50,7 +50,8 @@ DEFAULT_PREFIX = "/opt/pgraft"
 DEFAULT_PG_CONFIGS = ("/usr/lib/postgresql/15/bin/pg_config",)
 PG_OS_USER = "postgres"
 EXTENSION_FILES = ("pgraft.control", "pgraft--1.0.control", "pgraft--1.1.control",
-                   "pgraft--1.0.sql", "pgraft--1.0--1.1.sql")
+                   "pgraft--1.2.control", "pgraft--1.0.sql", "pgraft--1.0--1.1.sql",
+                   "pgraft--1.1--1.2.sql")
 # What is copied from the source tree to build the package and the extension.
 _SOURCE_GLOBS = ("pyproject.toml", "setup.py", "README*", "LICENSE*", "pgraft/**/*.py",
                  "pgraft/**/*.pyx", "pgraft/**/*.pxd", "pgraft/**/*.h", "pgraft/py.typed",

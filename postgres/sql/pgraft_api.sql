@@ -112,6 +112,8 @@ SELECT pgraft_kv_put(NULL, 'v');
 SELECT pgraft_kv_put(repeat('k', 100000), 'v');
 SELECT pgraft_log_append(NULL);
 SELECT pgraft_log_get_entry(-1);
+-- HA mode is off: the node runs without PostgreSQL (no `pgraft serve --postgres`).
+SELECT * FROM pgraft_ha_status();
 \set VERBOSITY default
 
 DROP ROLE regress_pgraft_nobody;

@@ -1,6 +1,7 @@
 -- The update path: a database created with pgraft 1.0 (functions in the schema of the
--- caller's choice, int node ids, the bridge's code inside pg_proc) is updated to 1.1 and
--- ends up with exactly what a new installation has (pgraft_api pins the same listing).
+-- caller's choice, int node ids, the bridge's code inside pg_proc) is updated to 1.1, then
+-- to 1.2, and ends up with exactly what a new installation has (pgraft_api pins the same
+-- listing).
 CREATE DATABASE regress_pgraft_update;
 \c regress_pgraft_update
 CREATE EXTENSION plpython3u;
@@ -16,6 +17,13 @@ SELECT public.pgraft_get_leader();
 -- 1.1 needs the jsonb transform for PL/Python; ALTER EXTENSION does not create it.
 ALTER EXTENSION pgraft UPDATE;
 CREATE EXTENSION jsonb_plpython3u;
+ALTER EXTENSION pgraft UPDATE TO '1.1';
+\dx pgraft
+-- The 1.1 functions work with the 1.2 library and package (pgraft.pg.bridge.SQL_VERSIONS),
+-- so a server can be upgraded before its databases are.
+SELECT pgraft_get_leader(), pgraft_kv_get('regress/a');
+SELECT to_regprocedure('pgraft_ha_status()') IS NULL AS no_ha_status_yet;
+
 ALTER EXTENSION pgraft UPDATE;
 \dx pgraft
 \i sql/pgraft_functions.psql
@@ -33,9 +41,13 @@ WHERE classid = 'pg_extension'::regclass
   AND objid = (SELECT oid FROM pg_extension WHERE extname = 'pgraft')
   AND refclassid = 'pg_namespace'::regclass;
 
--- The updated functions work, unqualified, in a session of their own.
+-- The updated functions work, unqualified, in a session of their own; those of 1.1 and the
+-- one 1.2 added.
 \c regress_pgraft_update
 SELECT pgraft_get_leader(), pgraft_kv_get('regress/a');
+\set VERBOSITY terse
+SELECT * FROM pgraft_ha_status();
+\set VERBOSITY default
 
 \c contrib_regression
 DROP DATABASE regress_pgraft_update;

@@ -186,7 +186,7 @@ def test_privileges(pg: Setup) -> None:
 MONITOR_FUNCTIONS = {"pgraft_socket_path()", "pgraft_get_nodes()", "pgraft_get_leader()",
                      "pgraft_get_term()", "pgraft_is_leader()", "pgraft_get_cluster_status()",
                      "pgraft_log_get_stats()", "pgraft_get_version()", "pgraft_stat_peers()",
-                     "pgraft_launcher_status()"}
+                     "pgraft_launcher_status()", "pgraft_ha_status()"}
 
 
 def test_every_function_is_closed_to_public_and_builds_no_sql(pg: Setup) -> None:

@@ -52,6 +52,10 @@ INVALID_AT_START = [
     ({"pgraft.secret_file": "/nonexistent/secret"}, 'parameter "pgraft.secret_file"'),
     ({"pgraft.secret_file": "/etc/hostname"}, "run chmod 600 /etc/hostname"),
     ({"pgraft.tls_cert": "/etc/hostname"}, "must be set together"),
+    ({"pgraft.ha_lease_file": "lease"}, 'parameter "pgraft.ha_lease_file"'),
+    # HA mode: the node that runs the server is its node; the launcher must not start one
+    ({"pgraft.ha_lease_file": "/tmp/lease"},
+     "pgraft.node_id (1) and pgraft.ha_lease_file cannot both be set"),
 ]
 
 
@@ -123,11 +127,12 @@ def test_setting_contexts(server: PgServer) -> None:
     assert contexts["pgraft.request_timeout"] == "user"
     assert {n for n, c in contexts.items() if c == "postmaster"} == \
         set(contexts) - sighup - {"pgraft.request_timeout"}
-    assert len(contexts) == 16
+    assert len(contexts) == 17
     row = server.sql("SELECT setting, unit, boot_val, min_val, max_val FROM pg_settings "
                      "WHERE name = 'pgraft.request_timeout'")
     assert row == [("10000", "ms", "10000", "1", "86400000")]
     assert server.scalar("SHOW pgraft.data_dir") == ""
+    assert server.scalar("SHOW pgraft.ha_lease_file") == ""
 
 
 def test_unconfigured_server_starts_without_node(server: PgServer) -> None:
