@@ -291,6 +291,59 @@ class StorageFormatError(StorageError):
     default_hint = "point the node at its own data directory, or at an empty one"
 
 
+# --- HA mode: the PostgreSQL server a node runs (pgraft/ha/pgctl.py) ---------------------
+
+
+class PostgresError(PgraftError):
+    """Controlling the local PostgreSQL server failed (HA mode, pgraft/ha/pgctl.py)."""
+
+    code = "postgres_error"
+    sqlstate = "58000"  # system_error
+    default_hint = "read the PostgreSQL log of this node"
+
+
+class PostgresCommandFailed(PostgresError):
+    """A PostgreSQL program (initdb, pg_ctl, pg_basebackup, pg_rewind, postgres) failed, or
+    the postmaster exited while starting; ``details`` hold the command, its exit status and
+    the end of its error output (or of the server log)."""
+
+    code = "postgres_command_failed"
+    sqlstate = "58000"  # system_error
+
+
+class PostgresTimeout(PostgresError, Timeout):
+    """A PostgreSQL program or the server did not finish in time (the program was killed)."""
+
+    code = "postgres_timeout"
+    sqlstate = "57014"  # query_canceled
+    default_hint = "read the PostgreSQL log of this node; retry with a larger timeout"
+
+
+class PostgresDirectoryRefused(PostgresError):
+    """The data directory is not in the state the operation needs (initdb and basebackup
+    write only into a missing or empty directory); nothing was changed."""
+
+    code = "postgres_directory_refused"
+    sqlstate = "55000"  # object_not_in_prerequisite_state
+    default_hint = ("move the directory aside (or point the node at an empty one); the HA "
+                    "layer never deletes a data directory")
+
+
+class PostgresStateConflict(PostgresError):
+    """The server is running when the operation needs it stopped, or the reverse."""
+
+    code = "postgres_state_conflict"
+    sqlstate = "55000"  # object_not_in_prerequisite_state
+
+
+class PostgresQueryFailed(PostgresError):
+    """A connection to the local server or an SQL statement on it failed; ``details`` hold
+    the server's SQLSTATE when there was one."""
+
+    code = "postgres_query_failed"
+    sqlstate = "58000"  # system_error
+
+
 _BY_CODE: dict[str, type[PgraftError]] = {}
 
 
