@@ -6,8 +6,11 @@
  * and keeps the primary's lease in a file of 16 bytes that it writes in place:
  *
  *     bytes 0..7   the ASCII magic "PGRAFTL1"
- *     bytes 8..15  the deadline: a little-endian signed int64, nanoseconds of CLOCK_MONOTONIC
- *                  (Python's time.monotonic_ns() on Linux; one clock for all processes)
+ *     bytes 8..15  the deadline: a little-endian signed int64, nanoseconds of CLOCK_BOOTTIME
+ *                  (Python's time.clock_gettime_ns(time.CLOCK_BOOTTIME); one clock for all
+ *                  processes, monotonic, and -- unlike CLOCK_MONOTONIC -- counting the time
+ *                  the machine was suspended, so a primary whose machine sleeps through its
+ *                  lease wakes up fenced)
  *
  * The node creates the file once and then renews the lease with one 8-byte pwrite() at
  * offset 8 (never a rename), so a backend keeps the file open and reads 16 bytes per check.
@@ -138,12 +141,12 @@ read_lease(int64 *deadline, char **why)
 }
 
 static int64
-monotonic_ns(void)
+lease_clock_ns(void)
 {
 	struct timespec ts;
 
-	if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
-		elog(ERROR, "clock_gettime(CLOCK_MONOTONIC) failed: %m");
+	if (clock_gettime(CLOCK_BOOTTIME, &ts) != 0)
+		elog(ERROR, "clock_gettime(CLOCK_BOOTTIME) failed: %m");
 	return (int64) ts.tv_sec * INT64CONST(1000000000) + ts.tv_nsec;
 }
 
@@ -157,7 +160,7 @@ check_lease(const char *action)
 
 	if (read_lease(&deadline, &why))
 	{
-		now = monotonic_ns();
+		now = lease_clock_ns();
 		if (now < deadline)
 			return;
 		why = psprintf("The primary lease in \"%s\" expired %lld ms ago.",

@@ -22,12 +22,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import dataclasses
 import logging
 import os
 import secrets
 import struct
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +33,9 @@ from ..client.aio import AsyncClient, connect
 from ..errors import InvalidArgument, PgraftError, Unavailable
 from ..node.config import endpoint
 from .config import HaConfig
-from .pgctl import PgControl, ha_base_settings, replication_hba_lines
+from .lease import lease_clock
+from .pgconf import Setting, ha_base_settings, replication_hba_lines
+from .pgctl import PgControl
 from .policy import Bootstrap, LeasePolicy, Promote, Renew, Transfer
 from .records import MEMBER_COMMANDS, check_command
 from .types import PG_MISSING, PG_PRIMARY, PG_REPLICA, PG_STARTING, PG_STOPPED, PgObservation
@@ -61,7 +61,7 @@ def slot_name(node_id: int) -> str:
 
 
 class LeaseFile:
-    """The file PostgreSQL reads at every commit: magic, then the deadline in CLOCK_MONOTONIC
+    """The file PostgreSQL reads at every commit: magic, then the deadline in CLOCK_BOOTTIME
     nanoseconds (0: no lease). Created once, then updated in place with one 8-byte write, so
     that backends may keep it open."""
 
@@ -80,7 +80,7 @@ class LeaseFile:
         self._written: int | None = None
 
     def set(self, deadline: float | None) -> None:
-        """``deadline``: a time.monotonic() value, or None for "no lease"."""
+        """``deadline``: a lease_clock() value, or None for "no lease"."""
         ns = 0 if deadline is None or deadline == float("-inf") else int(deadline * 1e9)
         if ns != self._written:
             os.pwrite(self._fd, struct.pack("<q", ns), 8)
@@ -101,14 +101,23 @@ class HaController:
         self.config = config
         self.policy = LeasePolicy(node.node_id, config.lease)
         data_dir = node.storage.path
-        self.pg = PgControl(config.pgdata, bindir=config.pg_bin, port=config.pg_port,
-                            listen_addresses=node.config.listen_host or node.config.address,
-                            socket_dir=data_dir, log_path=os.path.join(data_dir, "postgres.log"),
-                            superuser=config.superuser)
+
+        def control() -> PgControl:
+            return PgControl(config.pgdata, bindir=config.pg_bin, port=config.pg_port,
+                             listen_addresses=node.config.listen_host or node.config.address,
+                             socket_dir=data_dir,
+                             log_path=os.path.join(data_dir, "postgres.log"),
+                             superuser=config.superuser)
+
+        # Two instances (PgControl is not thread-safe): operations, in the PostgreSQL
+        # worker thread (the postmaster is its child), and observations, in their own
+        # thread (they read postmaster.pid and query the server, never start anything).
+        self.pg = control()
+        self._view = control()
         self.lease_file = LeaseFile(os.path.join(data_dir, "ha_lease"))
         self.obs = PgObservation(role=PG_STOPPED, error="not observed yet")
         self.dir_state = "unknown"   # until the first observation
-        self._local_system_id: tuple[float, int | None] | None = None  # (pg_control mtime, id)
+        self._fresh_clone = False
         self._op_gen = 0   # bumped around every PostgreSQL operation (stale observations)
         self.state = "starting"
         self.refused: str | None = None
@@ -138,7 +147,7 @@ class HaController:
         self.node.ha = self
         self.node.state.on_ha = self._on_ha_applied
         # Conservative start: a lease seen before this process started counts from now.
-        self.seen_at = time.monotonic()
+        self.seen_at = lease_clock()
         self._seen_index = self.node.state.ha.lease_index
 
     async def start(self) -> None:
@@ -181,7 +190,7 @@ class HaController:
         ha = self.node.state.ha
         if ha.lease_index != self._seen_index or kind == "restore":
             self._seen_index = ha.lease_index
-            self.seen_at = time.monotonic()
+            self.seen_at = lease_clock()
         if ha.primary_id != self.node_id:
             self.policy.drop_lease()
             self.lease_file.set(None)
@@ -189,19 +198,9 @@ class HaController:
     # ------------------------------------------------------------------ loops
     def _observe(self) -> tuple[str, PgObservation]:
         """(directory state, observation), in a worker thread."""
-        dir_state = self.pg.directory_state()
-        obs = self.pg.observe()
-        if dir_state == "cluster" and obs.system_id is None:
-            # Stopped: the identifier from pg_control (read again only when it changes).
-            try:
-                mtime = os.stat(os.path.join(self.config.pgdata, "global", "pg_control")
-                                ).st_mtime
-            except OSError:
-                mtime = -1.0
-            if self._local_system_id is None or self._local_system_id[0] != mtime:
-                self._local_system_id = (mtime, self.pg.system_identifier())
-            obs = dataclasses.replace(obs, system_id=self._local_system_id[1])
-        return dir_state, obs
+        ha = self.node.state.ha
+        upstreams = {(e.host, e.pg_port): i for i, e in ha.endpoints.items()}
+        return self._view.directory_state(), self._view.observe(upstreams)
 
     async def _observe_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -212,8 +211,12 @@ class HaController:
             except Exception as exc:  # observe() should not raise; never let the loop die
                 dir_state, obs = self.dir_state, PgObservation(role=PG_STOPPED, error=str(exc))
             # An observation that began before an operation ended may be stale: drop it.
-            if gen == self._op_gen and (self._pg_task is None or self._pg_task.done()):
+            idle = self._pg_task is None or self._pg_task.done()
+            if gen == self._op_gen and idle:
                 self.dir_state, self.obs = dir_state, obs
+                # Reap the postmaster if it was our child and died (PostgreSQL alone crashed).
+                with contextlib.suppress(Exception):
+                    await loop.run_in_executor(self._pg_exec, self.pg.running_pid)
             await asyncio.sleep(OBSERVE_EVERY)
 
     async def _loop(self) -> None:
@@ -225,7 +228,7 @@ class HaController:
             await asyncio.sleep(TICK)
 
     def _tick(self) -> None:
-        now = time.monotonic()
+        now = lease_clock()
         node = self.node
         ha = node.state.ha
         self.lease_file.set(self.policy.deadline(ha))
@@ -306,7 +309,7 @@ class HaController:
         reports = None
         if policy.needs_reports(now, ha, self.seen_at):
             reports = await self._collect_reports()
-            now = time.monotonic()
+            now = lease_clock()
         primary_reachable = (ha.primary_id is not None
                              and self.node.peers.peer_connected(ha.primary_id)
                              and self.node.state.members.is_voter(ha.primary_id))
@@ -381,7 +384,7 @@ class HaController:
     def local_report(self) -> dict[str, Any]:
         """Op ``ha_observe``: this node's PostgreSQL, lease and state."""
         ha = self.node.state.ha
-        now = time.monotonic()
+        now = lease_clock()
         return {"node_id": self.node_id, "pg": self.obs.to_wire(),
                 "lease_remaining_ms": int(self.policy.lease_remaining(now, ha) * 1000),
                 "epoch": ha.epoch, "primary_id": ha.primary_id, "state": self.state,
@@ -443,7 +446,7 @@ class HaController:
     def _failed(self, what: str, why: str) -> None:
         log.error("node %d: %s failed: %s", self.node_id, what, why)
         self.state = f"{what} failed: {why}"
-        self._retry_at = time.monotonic() + self._retry
+        self._retry_at = lease_clock() + self._retry
         self._retry = min(RETRY_MAX, self._retry * 2)
 
     def _refuse(self, why: str) -> None:
@@ -453,9 +456,9 @@ class HaController:
         self.refused = why
         self.state = f"refused: {why}"
 
-    def _settings(self, upstream: int | None) -> dict[str, str | int | bool]:
+    def _settings(self, upstream: int | None) -> dict[str, Setting]:
         ha = self.node.state.ha
-        s: dict[str, str | int | bool] = dict(ha_base_settings())
+        s: dict[str, Setting] = dict(ha_base_settings())
         s.update({
             "shared_preload_libraries": "pgraft",
             "pgraft.data_dir": self.node.storage.path,
@@ -645,6 +648,7 @@ class HaController:
     def _clone(self, primary: int) -> None:
         self.pg.basebackup(**self._primary_conninfo(primary), slot=slot_name(self.node_id))
         self._needs_rewind = False
+        self._fresh_clone = True   # its pg_control says "in production": not a sign to rewind
         self._start_replica(primary)
 
     def _start_replica(self, primary: int) -> None:
@@ -652,7 +656,8 @@ class HaController:
         # A directory that was a primary (or one that stopped streaming) may have WAL the
         # new primary does not: pg_rewind finds the fork and rewinds it ("no rewind
         # required" when there is none).
-        if self._needs_rewind or state in ("in production", "shut down", "in crash recovery"):
+        was_primary = state in ("in production", "shut down", "in crash recovery")
+        if self._needs_rewind or (was_primary and not self._fresh_clone):
             try:
                 out = self.pg.rewind(**self._primary_conninfo(primary))
                 log.info("node %d: pg_rewind against node %d: %s", self.node_id, primary,
@@ -670,6 +675,7 @@ class HaController:
         self._write_config(primary)
         self.pg.set_standby(True)
         self._start_and_wait()
+        self._fresh_clone = False
 
     def _follow(self, primary: int) -> None:
         self._write_config(primary)

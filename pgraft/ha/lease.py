@@ -1,8 +1,9 @@
 """The clock assumption of HA mode, and the lease arithmetic derived from it.
 
-**Assumption.** Every node measures time with a monotonic clock (CLOCK_MONOTONIC: never jumps,
-not set by NTP steps) whose rate stays within a factor ``1 ± ρ`` of real time, ρ =
-``max_clock_drift`` (default 0.01, i.e. 1%: twenty times what an NTP-disciplined or even a
+**Assumption.** Every node measures time with a monotonic clock (:func:`lease_clock`:
+CLOCK_BOOTTIME, which never jumps, is not set by NTP steps, and keeps counting while the
+machine is suspended, unlike CLOCK_MONOTONIC) whose rate stays within a factor ``1 ± ρ`` of
+real time, ρ = ``max_clock_drift`` (default 0.01, i.e. 1%: twenty times what an NTP-disciplined or even a
 free-running crystal drifts). A paused process (SIGSTOP, a VM freeze) does not break it: its
 clock keeps counting, and the pause only delays what it does.
 
@@ -24,9 +25,17 @@ overlapping with a freshly renewed lease.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from ..errors import InvalidArgument
+
+
+def lease_clock() -> float:
+    """The clock of every lease decision, in seconds: CLOCK_BOOTTIME. PostgreSQL's commit
+    check reads the same clock (postgres/fence.c), so the deadline the node writes means the
+    same instant to both."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
 @dataclass(frozen=True)
