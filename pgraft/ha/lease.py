@@ -3,9 +3,9 @@
 **Assumption.** Every node measures time with a monotonic clock (:func:`lease_clock`:
 CLOCK_BOOTTIME, which never jumps, is not set by NTP steps, and keeps counting while the
 machine is suspended, unlike CLOCK_MONOTONIC) whose rate stays within a factor ``1 ± ρ`` of
-real time, ρ = ``max_clock_drift`` (default 0.01, i.e. 1%: twenty times what an NTP-disciplined or even a
-free-running crystal drifts). A paused process (SIGSTOP, a VM freeze) does not break it: its
-clock keeps counting, and the pause only delays what it does.
+real time, ρ = ``max_clock_drift`` (default 0.01, i.e. 1%: twenty times what an
+NTP-disciplined or even a free-running crystal drifts). A paused process (SIGSTOP, a VM
+freeze) does not break it: its clock keeps counting, and the pause only delays what it does.
 
 **The holder** starts timing a renewal *before* it proposes it, at local time ``t0``, and
 counts on the lease only once the renewal has committed, until local ``t0 + D`` (``D`` =
