@@ -72,7 +72,7 @@ class HaNode:
                                          stdin=subprocess.DEVNULL, stdout=log,
                                          stderr=subprocess.STDOUT, start_new_session=True)
 
-    def signal(self, sig: int) -> None:
+    def send_signal(self, sig: int) -> None:
         assert self.proc is not None
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.proc.pid if os.geteuid() != 0 else self.node_pid(), sig)
@@ -108,7 +108,7 @@ class HaNode:
     def stop(self, timeout: float = 60) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
-        self.signal(signal.SIGTERM)
+        self.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
