@@ -292,7 +292,7 @@ class HaController:
         mine = self.node.state.members.get(self.node_id)
         if mine is None or now - self._announced < 2.0:
             return
-        http_port = self.node.config.http_port
+        http_port = self.node.extra_ports.get("http", self.node.config.http_port)
         known = ha.endpoints.get(self.node_id)
         if known and (known.host, known.pg_port, known.http_port) == (
                 mine.address, self.config.pg_port, http_port):

@@ -148,6 +148,8 @@ class Node:
         #: The HA controller (pgraft.ha.controller) in HA mode, else None: the server's ha_*
         #: ops answer HaNotEnabled then.
         self.ha: Any = None
+        #: Other ports this node serves, by name ("http": --http-port, as bound).
+        self.extra_ports: dict[str, int] = {}
         self._tick_handle: asyncio.TimerHandle | None = None
         self._next_tick = 0.0
         self._tick_s, self._hb_ticks, self._el_ticks = config.ticks()

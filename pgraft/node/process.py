@@ -28,7 +28,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ..errors import PgraftError
+from ..errors import InvalidArgument, PgraftError
 from ..raft import Config, RawNode
 from ..state import AppliedState
 from .config import NodeConfig, describe_membership, endpoint, format_cluster
@@ -183,6 +183,8 @@ async def start_node(config: NodeConfig, *,
     node.start()
     if config.ha is not None:
         await _start_ha(node, config, resources)
+    if config.http_port is not None:
+        await _start_http(node, config, resources)
     members = raw.membership
     log.info("node %d listening on %s (data dir %s; %s; election timeout %d ms, "
              "heartbeat %d ms)", config.node_id, endpoint(config.address, listener.port),
@@ -207,6 +209,25 @@ async def _start_ha(node: Node, config: NodeConfig, resources: Resources) -> Non
     # Closed first (added last). After a crash (graceful False) the server is left alone:
     # a dying node takes no decision for it; its lease lapses and the cluster fences it.
     resources.add(lambda graceful: controller.stop(stop_postgres=graceful))
+
+
+async def _start_http(node: Node, config: NodeConfig, resources: Resources) -> None:
+    """The HTTP endpoints for load balancers and /metrics (``--http-port``)."""
+    assert config.http_port is not None
+    from ..ha.http import HttpServer
+    from ..ha.view import health_view
+
+    server = HttpServer(config.listen_host or config.address, config.http_port,
+                        lambda: health_view(node))
+    try:
+        await server.start()
+    except OSError as exc:
+        await node.stop()
+        raise InvalidArgument(f"cannot listen for HTTP on port {config.http_port}: "
+                              f"{exc.strerror}",
+                              hint="choose a free port for --http-port") from None
+    node.extra_ports["http"] = server.port
+    resources.add(lambda graceful: server.close())
 
 
 def install_quickdie(node_id: int, handler: logging.Handler | None = None) -> None:
