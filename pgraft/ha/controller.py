@@ -196,11 +196,13 @@ class HaController:
             self.lease_file.set(None)
 
     # ------------------------------------------------------------------ loops
-    def _observe(self) -> tuple[str, PgObservation]:
-        """(directory state, observation), in a worker thread."""
+    def _observe(self, control: PgControl | None = None) -> tuple[str, PgObservation]:
+        """(directory state, observation), in a worker thread: the observer's own
+        PgControl unless ``control`` (the operations' one, in their thread)."""
+        control = control or self._view
         ha = self.node.state.ha
         upstreams = {(e.host, e.pg_port): i for i, e in ha.endpoints.items()}
-        return self._view.directory_state(), self._view.observe(upstreams)
+        return control.directory_state(), control.observe(upstreams)
 
     async def _observe_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -212,8 +214,9 @@ class HaController:
                 dir_state, obs = self.dir_state, PgObservation(role=PG_STOPPED, error=str(exc))
             # An observation that began before an operation ended may be stale: drop it.
             idle = self._pg_task is None or self._pg_task.done()
-            if gen == self._op_gen and idle:
+            if gen == self._op_gen:
                 self.dir_state, self.obs = dir_state, obs
+            if idle:
                 # Reap the postmaster if it was our child and died (PostgreSQL alone crashed).
                 with contextlib.suppress(Exception):
                     await loop.run_in_executor(self._pg_exec, self.pg.running_pid)
@@ -439,8 +442,8 @@ class HaController:
         finally:
             # Decide the next step on what the server says now, not before the operation.
             with contextlib.suppress(Exception):
-                self.dir_state, self.obs = await loop.run_in_executor(self._pg_exec,
-                                                                      self._observe)
+                self.dir_state, self.obs = await loop.run_in_executor(
+                    self._pg_exec, self._observe, self.pg)
             self._op_gen += 1
 
     def _failed(self, what: str, why: str) -> None:

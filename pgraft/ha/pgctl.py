@@ -59,6 +59,9 @@ from .types import (
 log = logging.getLogger("pgraft.ha.pgctl")
 
 #: directory_state() values.
+#: Programs whose runs are logged at DEBUG only.
+QUIET_PROGRAMS = frozenset(("pg_controldata",))
+
 DIR_MISSING = "missing"
 DIR_EMPTY = "empty"
 DIR_CLUSTER = "cluster"
@@ -193,7 +196,10 @@ class PgControl:
              env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         """Run a program in its own session; on timeout kill its whole process group
         (pg_basebackup forks a WAL streamer) and raise PostgresTimeout."""
-        log.info("running %s", " ".join(cmd))
+        # What only reads (pg_controldata, several times a second while a server is stopped)
+        # stays out of the INFO log; the controller logs every action it takes.
+        level = logging.DEBUG if os.path.basename(cmd[0]) in QUIET_PROGRAMS else logging.INFO
+        log.log(level, "running %s", " ".join(cmd))
         try:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, text=True, cwd="/",

@@ -19,10 +19,13 @@ from tests.support.postgres import wait_for
 
 
 @pytest.fixture(scope="module")
-def cluster(pgraft_installed: str) -> Iterator[HaCluster]:
+def cluster(pgraft_installed: str, request: pytest.FixtureRequest) -> Iterator[HaCluster]:
     with ha_cluster() as c:
         c.start(3)
+        failed = request.session.testsfailed
         yield c
+        if request.session.testsfailed > failed:
+            print(c.logs())  # shown with the failure report
 
 
 def http_code(port: int, path: str) -> int:

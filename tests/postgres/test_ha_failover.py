@@ -21,13 +21,16 @@ from tests.support.postgres import as_pg_user, pg_bindir, pg_user, wait_for
 
 
 @pytest.fixture(scope="module")
-def cluster(pgraft_installed: str) -> Iterator[HaCluster]:
+def cluster(pgraft_installed: str, request: pytest.FixtureRequest) -> Iterator[HaCluster]:
     with ha_cluster() as c:
         c.start(3)
         primary = c.wait_primary(timeout=120)
         c.wait_streaming([i for i in c.nodes if i != primary.node_id])
         primary.sql("CREATE TABLE acked (id bigint PRIMARY KEY)")
+        failed = request.session.testsfailed
         yield c
+        if request.session.testsfailed > failed:
+            print(c.logs())  # shown with the failure report
 
 
 def epoch_of(cluster: HaCluster) -> int:
@@ -44,7 +47,7 @@ def test_postgres_alone_killed_on_the_primary_is_restarted_in_place(cluster: HaC
              and primary.scalar("SELECT NOT pg_is_in_recovery()"), timeout=60,
              what="the primary's PostgreSQL to be restarted in place")
     primary.sql("INSERT INTO acked VALUES (0)")
-    assert cluster.primary().node_id == primary.node_id
+    assert cluster.wait_primary(timeout=30).node_id == primary.node_id
     assert epoch_of(cluster) == epoch, "a PostgreSQL crash alone must not fail over"
 
 

@@ -131,9 +131,10 @@ class HaNode:
         with self.client() as c:
             return c.ha_status()
 
-    def connect(self, **kw: Any) -> psycopg.Connection[Any]:
+    def connect(self, autocommit: bool = True, **kw: Any) -> psycopg.Connection[Any]:
         return psycopg.connect(host="127.0.0.1", port=self.pg_port, user="postgres",
-                               dbname="postgres", autocommit=True, connect_timeout=3, **kw)
+                               dbname="postgres", autocommit=autocommit, connect_timeout=3,
+                               **kw)
 
     def sql(self, query: str, params: Any = None) -> list[tuple[Any, ...]]:
         with self.connect() as conn:
