@@ -19,7 +19,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
@@ -27,6 +27,9 @@ import pgraft
 from pgraft.localcluster import free_port
 from tests.support.postgres import PG_OS_USER, PREFIX, pg_bindir, pg_user, wait_for
 from tests.support.procs import processes_mentioning
+
+if TYPE_CHECKING:
+    from tests.chaos.chaos_net import NetNamespaces
 
 ELECTION_TIMEOUT_MS = 1000
 HEARTBEAT_MS = 100
@@ -37,13 +40,18 @@ class HaNode:
     def __init__(self, cluster: HaCluster, node_id: int) -> None:
         self.cluster = cluster
         self.node_id = node_id
+        net = cluster.net
+        #: In a network namespace of its own (partition tests) or on 127.0.0.1.
+        self.address = net.add_node(node_id) if net is not None else "127.0.0.1"
+        self.prefix = net.exec_prefix(node_id) if net is not None else []
         self.dir = cluster.base / f"n{node_id}"
         self.raft_dir = self.dir / "raft"
         self.pgdata = self.dir / "pg"
         self.logfile = self.dir / "node.log"
-        self.raft_port = free_port()
-        self.pg_port = free_port()
-        self.http_port = free_port()
+        if net is not None:  # a namespace of its own: every port is free there
+            self.raft_port, self.pg_port, self.http_port = 7000, 5432, 8008
+        else:
+            self.raft_port, self.pg_port, self.http_port = free_port(), free_port(), free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         user = pg_user()
         self.dir.mkdir()
@@ -52,7 +60,7 @@ class HaNode:
     # ------------------------------------------------------------------ process
     def argv(self, initial_cluster: str | None, extra: list[str]) -> list[str]:
         argv = [str(Path(PREFIX) / "venv" / "bin" / "pgraft"), "serve",
-                "--id", str(self.node_id), "--address", "127.0.0.1",
+                "--id", str(self.node_id), "--address", self.address,
                 "--port", str(self.raft_port), "--data-dir", str(self.raft_dir),
                 "--election-timeout", str(ELECTION_TIMEOUT_MS),
                 "--heartbeat-interval", str(HEARTBEAT_MS),
@@ -63,7 +71,7 @@ class HaNode:
             argv += ["--initial-cluster", initial_cluster]
         if os.geteuid() == 0:
             argv = ["runuser", "-u", PG_OS_USER, "--", *argv]
-        return argv
+        return [*self.prefix, *argv]
 
     def start(self, initial_cluster: str | None = None, extra: list[str] | None = None) -> None:
         assert self.proc is None or self.proc.poll() is not None, "already running"
@@ -84,7 +92,7 @@ class HaNode:
         for pid in processes_mentioning(marker):
             with contextlib.suppress(OSError), open(f"/proc/{pid}/cmdline", "rb") as f:
                 argv = f.read().split(b"\0")
-                if argv and not argv[0].endswith(b"runuser"):
+                if argv and not argv[0].endswith((b"runuser", b"ip")):
                     return pid
         return self.proc.pid
 
@@ -125,14 +133,14 @@ class HaNode:
 
     # ------------------------------------------------------------------ clients
     def client(self, timeout: float = 5.0) -> pgraft.Client:
-        return pgraft.Client(f"127.0.0.1:{self.raft_port}", timeout=timeout)
+        return pgraft.Client(f"{self.address}:{self.raft_port}", timeout=timeout)
 
     def ha_status(self) -> list[dict[str, Any]]:
         with self.client() as c:
             return c.ha_status()
 
     def connect(self, autocommit: bool = True, **kw: Any) -> psycopg.Connection[Any]:
-        return psycopg.connect(host="127.0.0.1", port=self.pg_port, user="postgres",
+        return psycopg.connect(host=self.address, port=self.pg_port, user="postgres",
                                dbname="postgres", autocommit=autocommit, connect_timeout=3,
                                **kw)
 
@@ -147,11 +155,13 @@ class HaNode:
 
 
 class HaCluster:
-    def __init__(self) -> None:
+    def __init__(self, net: NetNamespaces | None = None) -> None:
+        self.net = net
         self.base = Path(tempfile.mkdtemp(prefix="pgraft-ha-", dir="/tmp"))
         os.chmod(self.base, 0o755)
         self.hba_file = self.base / "client_hba.conf"
-        self.hba_file.write_text(CLIENT_HBA)
+        clients = CLIENT_HBA if net is None else f"host all all {net.subnet}.0/24 trust\n"
+        self.hba_file.write_text(clients)
         os.chmod(self.hba_file, 0o644)
         self.nodes: dict[int, HaNode] = {}
 
@@ -161,7 +171,7 @@ class HaCluster:
         return node
 
     def initial_cluster(self) -> str:
-        return ",".join(f"{i}=127.0.0.1:{n.raft_port}" for i, n in sorted(self.nodes.items()))
+        return ",".join(f"{i}={n.address}:{n.raft_port}" for i, n in sorted(self.nodes.items()))
 
     def start(self, size: int = 3) -> None:
         for i in range(1, size + 1):
@@ -225,8 +235,8 @@ class HaCluster:
 
 
 @contextlib.contextmanager
-def ha_cluster() -> Iterator[HaCluster]:
-    cluster = HaCluster()
+def ha_cluster(net: NetNamespaces | None = None) -> Iterator[HaCluster]:
+    cluster = HaCluster(net)
     try:
         yield cluster
     except BaseException:
