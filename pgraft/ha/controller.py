@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import logging
 import os
 import secrets
@@ -54,6 +55,8 @@ LEASE_MAGIC = b"PGRAFTL1"
 #: rewound (its timeline diverged, or its WAL is gone on the primary).
 FOLLOW_PATIENCE = 15.0
 RETRY_MIN, RETRY_MAX = 1.0, 30.0
+#: pg_rewind failures against a running primary before the directory is set aside.
+REWIND_ATTEMPTS = 3
 
 
 def slot_name(node_id: int) -> str:
@@ -118,6 +121,10 @@ class HaController:
         self.obs = PgObservation(role=PG_STOPPED, error="not observed yet")
         self.dir_state = "unknown"   # until the first observation
         self._fresh_clone = False
+        self._rewind_failures = 0
+        #: The timeline this replica last streamed on: once its upstream is gone, PostgreSQL
+        #: only offers the last restartpoint's, which lags behind a timeline switch.
+        self._stream_tli: int | None = None
         self._op_gen = 0   # bumped around every PostgreSQL operation (stale observations)
         self.state = "starting"
         self.refused: str | None = None
@@ -204,6 +211,16 @@ class HaController:
         upstreams = {(e.host, e.pg_port): i for i, e in ha.endpoints.items()}
         return control.directory_state(), control.observe(upstreams)
 
+    def _with_stream_timeline(self, obs: PgObservation) -> PgObservation:
+        if obs.role != PG_REPLICA:
+            self._stream_tli = None
+            return obs
+        if obs.streaming and obs.timeline is not None:
+            self._stream_tli = obs.timeline
+        elif self._stream_tli is not None and (obs.timeline or 0) < self._stream_tli:
+            return dataclasses.replace(obs, timeline=self._stream_tli)
+        return obs
+
     async def _observe_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while self._running:
@@ -215,7 +232,7 @@ class HaController:
             # An observation that began before an operation ended may be stale: drop it.
             idle = self._pg_task is None or self._pg_task.done()
             if gen == self._op_gen:
-                self.dir_state, self.obs = dir_state, obs
+                self.dir_state, self.obs = dir_state, self._with_stream_timeline(obs)
             if idle:
                 # Reap the postmaster if it was our child and died (PostgreSQL alone crashed).
                 with contextlib.suppress(Exception):
@@ -632,13 +649,25 @@ class HaController:
                 self.state = f"streaming from node {primary}"
                 return None
             if now - self._follow_since > FOLLOW_PATIENCE:
-                self._needs_rewind = True
                 self._follow_since = now
-                return f"not streaming from node {primary}: stopping to rewind", self._stop
+                return (f"not streaming from node {primary}: checking it",
+                        lambda: self._stop_to_rewind_if_primary_up(primary))
             self.state = f"connecting to node {primary}"
         return None
 
     def _stop(self) -> None:
+        self.pg.stop("fast", 60)
+
+    def _stop_to_rewind_if_primary_up(self, primary: int) -> None:
+        """A replica that does not stream although its primary runs has diverged (or the
+        primary no longer has its WAL): stop it, to be rewound. If the primary is down, wait."""
+        problem = self.pg.source_problem(**self._primary_conninfo(primary))
+        if problem is not None:
+            self.state = f"waiting for node {primary}: {problem}"
+            return
+        log.warning("node %d: not streaming from node %d although it runs: stopping to rewind",
+                    self.node_id, primary)
+        self._needs_rewind = True
         self.pg.stop("fast", 60)
 
     def _primary_conninfo(self, primary: int) -> dict[str, Any]:
@@ -661,20 +690,29 @@ class HaController:
         # required" when there is none).
         was_primary = state in ("in production", "shut down", "in crash recovery")
         if self._needs_rewind or (was_primary and not self._fresh_clone):
+            source = self._primary_conninfo(primary)
+            problem = self.pg.source_problem(**source)
+            if problem is not None:  # not a reason to give up on this directory: retry
+                raise Unavailable(f"cannot rewind from node {primary} yet: {problem}")
             try:
-                out = self.pg.rewind(**self._primary_conninfo(primary))
-                log.info("node %d: pg_rewind against node %d: %s", self.node_id, primary,
-                         out.strip().splitlines()[-1] if out.strip() else "done")
+                out = self.pg.rewind(**source)
             except PgraftError as exc:
-                # Rewind failed: keep the old directory (it may hold transactions no other
-                # member has) and build a fresh replica beside it.
+                self._rewind_failures += 1
+                if self._rewind_failures < REWIND_ATTEMPTS:
+                    raise
+                # Rewind keeps failing against a running primary: keep the old directory
+                # (it may hold transactions no other member has) and clone beside it.
                 kept = self.pg.move_aside(f"epoch{self.node.state.ha.epoch}")
-                log.error("node %d: pg_rewind failed (%s); the old data directory is kept "
-                          "as %s and a fresh replica is cloned", self.node_id, exc.message,
-                          kept)
+                log.error("node %d: pg_rewind failed %d times (%s); the old data directory "
+                          "is kept as %s and a fresh replica is cloned", self.node_id,
+                          self._rewind_failures, exc.message, kept)
+                self._rewind_failures = 0
                 self._clone(primary)
                 return
+            log.info("node %d: pg_rewind against node %d: %s", self.node_id, primary,
+                     out.strip().splitlines()[-1] if out.strip() else "done")
             self._needs_rewind = False
+            self._rewind_failures = 0
         self._write_config(primary)
         self.pg.set_standby(True)
         self._start_and_wait()

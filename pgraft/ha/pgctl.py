@@ -644,6 +644,24 @@ class PgControl:
                     with contextlib.suppress(OSError):
                         os.unlink(entry.path)
 
+    @staticmethod
+    def source_problem(*, host: str, port: int, user: str, password: str,
+                       dbname: str = "postgres") -> str | None:
+        """None if ``host:port`` accepts ``user`` and runs as a primary (a source that
+        pg_basebackup and pg_rewind can use now); else why not, in a few words. Lets the
+        caller tell "the primary is not there yet" (retry) from "this directory cannot be
+        rewound" (rebuild)."""
+        try:
+            with psycopg.connect(host=host, port=port, user=user, password=password,
+                                 dbname=dbname, connect_timeout=CONNECT_TIMEOUT,
+                                 application_name="pgraft", autocommit=True) as conn:
+                row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+        except psycopg.Error as exc:
+            return f"{host}:{port} does not accept {user}: {_first_line(exc)}"
+        if row is None or row[0]:
+            return f"{host}:{port} is not a primary (yet)"
+        return None
+
     def rewind(self, *, host: str, port: int, user: str, password: str,
                dbname: str = "postgres", timeout: float = 600,
                conninfo_options: Mapping[str, str] | None = None) -> str:

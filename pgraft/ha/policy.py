@@ -17,6 +17,7 @@ Two roles, both in :class:`LeasePolicy`:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -77,12 +78,20 @@ def eligible(ha: HaState, node_id: int, report: PgObservation) -> bool:
 def choose_replica(ha: HaState, reports: Mapping[int, PgObservation],
                    prefer: int | None = None) -> tuple[int, int] | None:
     """(node id, received LSN) of the most up-to-date eligible replica; among equals
-    ``prefer`` (the leader itself: no leadership transfer needed), then the lowest id."""
+    ``prefer`` (the leader itself: no leadership transfer needed), then the lowest id.
+
+    A replica that says an older timeline than the log's is considered only when none is on
+    the current one: a replica whose upstream is gone reports its last restartpoint's
+    timeline, which may predate the last promotion, and a cluster that promotes nobody
+    would stay without a primary."""
+    candidates = [i for i in sorted(reports) if eligible(ha, i, reports[i])]
+    if not candidates and ha.timeline is not None:
+        relaxed = dataclasses.replace(ha, timeline=None)
+        candidates = [i for i in sorted(reports) if eligible(relaxed, i, reports[i])
+                      and (reports[i].timeline or 0) <= ha.timeline]
     best: tuple[int, int] | None = None
-    for node_id in sorted(reports):
+    for node_id in candidates:
         report = reports[node_id]
-        if not eligible(ha, node_id, report):
-            continue
         lsn = report.received_lsn
         assert lsn is not None
         if (best is None or lsn > best[1]
