@@ -14,7 +14,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup build test check bench bench-cluster lint clean demo demo-local
+.PHONY: setup build test check bench bench-cluster bench-ha lint clean demo demo-local
 
 setup: $(VENV)/.stamp-deps build
 
@@ -43,6 +43,10 @@ bench: setup
 
 bench-cluster: setup
 	$(PY) benchmarks/cluster.py --json benchmarks/results/cluster.json --markdown benchmarks/results/cluster.md
+
+# HA failover: 10 kill -9 of the primary's node + postmaster (root; PostgreSQL 15).
+bench-ha: setup system-deps pg-install
+	$(PY) benchmarks/ha.py --kills 10 --json benchmarks/results/ha.json --markdown benchmarks/results/ha.md
 
 demo-local: setup
 	$(PY) -m pgraft demo

@@ -16,6 +16,7 @@ PACKAGES=(
     python3-dev
     build-essential
     util-linux
+    iproute2
 )
 
 missing=()
