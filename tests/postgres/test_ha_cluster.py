@@ -106,6 +106,22 @@ def test_the_seed_for_data_add_node_builds_a_streaming_replica(cluster: HaCluste
     assert [r[1] for r in rows].count("primary") == 1
 
 
+def test_ha_status_on_the_command_line(cluster: HaCluster,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from pgraft.cli.main import main
+
+    replica = next(n for i, n in cluster.nodes.items() if i != cluster.primary().node_id)
+    assert main(["--node", f"127.0.0.1:{replica.raft_port}", "ha", "status", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["node_id"] for r in rows] == [1, 2, 3, 4]
+    primary = next(r for r in rows if r["pg_role"] == "primary")
+    assert "/" in primary["received_lsn"] and primary["lease_remaining_ms"] > 0
+    assert main(["--node", f"127.0.0.1:{replica.raft_port}", "ha", "status"]) == 0
+    table = capsys.readouterr().out
+    assert table.splitlines()[0].split("|")[0].strip() == "node_id"
+    assert "streaming from node" in table
+
+
 def test_remove_node_detaches_it_and_drops_its_slot(cluster: HaCluster) -> None:
     primary = cluster.primary()
     assert primary.scalar("SELECT pgraft_remove_node(4)") is True
