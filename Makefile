@@ -93,6 +93,12 @@ SEED     ?= 0
 chaos: setup
 	CHAOS_DURATION=$(DURATION) CHAOS_SEED=$(SEED) $(PY) tests/chaos/chaos_campaign.py
 
+# The same campaign against an HA cluster (every node runs PostgreSQL; root), plus a
+# PostgreSQL writer checked for two primaries: make chaos-ha DURATION=600 SEED=7
+.PHONY: chaos-ha
+chaos-ha: setup system-deps pg-install
+	CHAOS_DURATION=$(DURATION) CHAOS_SEED=$(SEED) $(PY) tests/chaos/chaos_ha.py
+
 # ---- side by side: pgraft, etcd, PySyncObj -----------------------------------------
 #   make bench-compare   3-node clusters of each on loopback, one system at a time (< 10 min);
 #                        installs etcd-server (apt, as root) and pysyncobj/grpcio/matplotlib

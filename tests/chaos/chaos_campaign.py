@@ -264,13 +264,17 @@ class Campaign:
         os.makedirs(parent, exist_ok=True)
         self.base_dir = tempfile.mkdtemp(prefix=f"pgraft-chaos-{cfg.seed}-", dir=parent)
         self.history_path = os.path.join(self.base_dir, "history.jsonl")
-        self.cluster = ChaosCluster(cfg.nodes, self.net, base_dir=self.base_dir,
-                                    election_timeout_ms=cfg.election_ms,
-                                    heartbeat_interval_ms=cfg.heartbeat_ms, keep=True,
-                                    call_timeout=3.0, extra_args=list(cfg.node_args))
+        self.cluster = self._cluster(base_dir=self.base_dir,
+                                     election_timeout_ms=cfg.election_ms,
+                                     heartbeat_interval_ms=cfg.heartbeat_ms, keep=True,
+                                     call_timeout=3.0, extra_args=list(cfg.node_args))
         if cfg.failpoints:
             self.cluster.env["PGRAFT_FAILPOINTS"] = cfg.failpoints
         self.cluster.start(timeout=60)
+
+    def _cluster(self, **options: Any) -> ChaosCluster:
+        """The cluster under test (chaos_ha.py runs its nodes in HA mode)."""
+        return ChaosCluster(self.cfg.nodes, self.net, **options)
 
     def teardown(self, keep_dir: bool) -> None:
         if self.cluster is not None:
