@@ -126,7 +126,7 @@ class AppliedState:
             raise StorageCorrupted(f"committed entry {index} holds an unknown KV command "
                                    f"{op!r}")
         if tag == TAG_HA:
-            kind, took = self.ha.apply(index, data[1:])
+            kind, took = self.ha.apply(index, data[1:], self.members.voters)
             if self.on_ha is not None:
                 self.on_ha(kind, took)
             return took

@@ -54,10 +54,17 @@ class HaConfig:
                      "pg_basebackup would copy the Raft state into new replicas, pg_rewind "
                      "would overwrite it with another node's, and a restored backup would "
                      "rewind its term and vote")
-        if self.pg_hba_file is not None and not os.path.isfile(self.pg_hba_file):
-            raise InvalidArgument(f"--pg-hba {self.pg_hba_file}: no such file",
-                                  hint="a file of pg_hba.conf lines for the clients, e.g. "
-                                       "'host all all 127.0.0.1/32 trust'")
+        if self.pg_hba_file is not None:
+            try:
+                with open(self.pg_hba_file, "rb"):
+                    pass
+            except OSError as exc:
+                raise InvalidArgument(
+                    f"--pg-hba {self.pg_hba_file}: {exc.strerror or exc} (as OS user "
+                    f"{self.superuser})",
+                    hint="a file of pg_hba.conf lines for the clients (e.g. 'host all all "
+                         "127.0.0.1/32 trust') that the node's OS user can read, in "
+                         "directories it can enter") from None
         self.lease.validate()
 
     def client_hba_lines(self) -> list[str]:

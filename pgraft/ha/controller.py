@@ -39,7 +39,15 @@ from .pgconf import Setting, ha_base_settings, replication_hba_lines
 from .pgctl import PgControl
 from .policy import Bootstrap, LeasePolicy, Promote, Renew, Transfer
 from .records import MEMBER_COMMANDS, check_command
-from .types import PG_MISSING, PG_PRIMARY, PG_REPLICA, PG_STARTING, PG_STOPPED, PgObservation
+from .types import (
+    PG_MISSING,
+    PG_PRIMARY,
+    PG_REPLICA,
+    PG_STARTING,
+    PG_STOPPED,
+    PG_UNKNOWN,
+    PgObservation,
+)
 
 if TYPE_CHECKING:
     from ..node.node import Node
@@ -95,6 +103,17 @@ class LeaseFile:
         os.close(self._fd)
 
 
+async def propose_member_command(node: Node, command: Any) -> bool:
+    """Check a member's HA command (renewal, endpoint, ...) and propose it; whether it took
+    effect. Also what a Raft leader without ``--postgres`` does for the members that run
+    PostgreSQL (it takes no failover decision itself: docs/design.md)."""
+    cmd = check_command(command)
+    if cmd[0] not in MEMBER_COMMANDS:
+        raise InvalidArgument(f"HA command {cmd[0]!r} is the leader's own decision",
+                              hint=f"members may propose {', '.join(sorted(MEMBER_COMMANDS))}")
+    return bool(await node.propose_ha(cmd))
+
+
 class HaController:
     """Runs one node's PostgreSQL as the Raft log says (see the module docstring)."""
 
@@ -147,7 +166,12 @@ class HaController:
         self._announced = 0.0
         self._transfer_at = 0.0
         self._proposing: set[str] = set()
+        self._side_tasks: set[asyncio.Task[Any]] = set()
         self._running = False
+        self._warned_at: dict[str, float] = {}
+        self._refused_on: tuple[str, int | None] | None = None
+        self._rewind_noops = 0
+        self._rewind_primary: int | None = None
 
     # ------------------------------------------------------------------ life cycle
     def attach(self) -> None:
@@ -172,14 +196,21 @@ class HaController:
         """Stop the loops and (``stop_postgres``) PostgreSQL: a graceful node stop stops its
         server, as an operator stopping the service expects; the lease then lapses."""
         self._running = False
-        for task in self._tasks:
+        if self.node.state.on_ha == self._on_ha_applied:
+            self.node.state.on_ha = None
+        tasks = [*self._tasks, *self._side_tasks]
+        if self._leading is not None:
+            tasks.append(self._leading)
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         if self._pg_task is not None:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._pg_task
+            # An operation in its thread cannot be interrupted; wait a while for it (a base
+            # backup may take long: the server is then stopped below, after it).
+            with contextlib.suppress(asyncio.CancelledError, Exception, TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._pg_task), 15.0)
         loop = asyncio.get_running_loop()
         if stop_postgres:
             self.policy.drop_lease()
@@ -203,12 +234,16 @@ class HaController:
             self.lease_file.set(None)
 
     # ------------------------------------------------------------------ loops
-    def _observe(self, control: PgControl | None = None) -> tuple[str, PgObservation]:
+    def _upstreams(self) -> dict[tuple[str, int], int]:
+        """(host, PostgreSQL port) -> node id, copied on the event loop (the log's state is
+        changed there, the observation runs in a thread)."""
+        return {(e.host, e.pg_port): i for i, e in self.node.state.ha.endpoints.items()}
+
+    def _observe(self, upstreams: dict[tuple[str, int], int],
+                 control: PgControl | None = None) -> tuple[str, PgObservation]:
         """(directory state, observation), in a worker thread: the observer's own
         PgControl unless ``control`` (the operations' one, in their thread)."""
         control = control or self._view
-        ha = self.node.state.ha
-        upstreams = {(e.host, e.pg_port): i for i, e in ha.endpoints.items()}
         return control.directory_state(), control.observe(upstreams)
 
     def _with_stream_timeline(self, obs: PgObservation) -> PgObservation:
@@ -226,9 +261,10 @@ class HaController:
         while self._running:
             gen = self._op_gen
             try:
-                dir_state, obs = await loop.run_in_executor(self._obs_exec, self._observe)
+                dir_state, obs = await loop.run_in_executor(self._obs_exec, self._observe,
+                                                            self._upstreams())
             except Exception as exc:  # observe() should not raise; never let the loop die
-                dir_state, obs = self.dir_state, PgObservation(role=PG_STOPPED, error=str(exc))
+                dir_state, obs = self.dir_state, PgObservation(role=PG_UNKNOWN, error=str(exc))
             # An observation that began before an operation ended may be stale: drop it.
             idle = self._pg_task is None or self._pg_task.done()
             if gen == self._op_gen:
@@ -243,9 +279,23 @@ class HaController:
         while self._running:
             try:
                 self._tick()
-            except Exception:
-                log.exception("node %d: HA step failed", self.node_id)
+            except Exception as exc:
+                self._warn("tick", "node %d: HA step failed: %r", self.node_id, exc)
+                log.debug("HA step failed", exc_info=True)
             await asyncio.sleep(TICK)
+
+    def _spawn(self, coro: Any) -> None:
+        """A side task (renewal, record) that :meth:`stop` waits for or cancels."""
+        task = self.node.loop.create_task(coro)
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+
+    def _warn(self, key: str, text: str, *args: Any) -> None:
+        """A warning at most every 10 s per kind (the loop runs every 50 ms)."""
+        now = lease_clock()
+        if now - self._warned_at.get(key, -1e9) >= 10.0:
+            self._warned_at[key] = now
+            log.warning(text, *args)
 
     def _tick(self) -> None:
         now = lease_clock()
@@ -255,7 +305,7 @@ class HaController:
         loop = node.loop
         renew = self.policy.holder_step(now, ha, self.obs)
         if renew is not None:
-            loop.create_task(self._renew(renew))
+            self._spawn(self._renew(renew))
         if (node.is_leader and node.applied_current_term
                 and (self._leading is None or self._leading.done())):
             self._leading = loop.create_task(self._lead(now))
@@ -285,7 +335,8 @@ class HaController:
         try:
             await self._propose(command)
         except (PgraftError, OSError, TimeoutError) as exc:
-            log.debug("node %d: %s not recorded: %s", self.node_id, key, exc)
+            self._warn(key, "node %d: recording the %s in the log failed: %s", self.node_id,
+                       key, getattr(exc, "message", exc))
         finally:
             self._proposing.discard(key)
 
@@ -294,17 +345,14 @@ class HaController:
         try:
             took = await self._propose(["renew", self.node_id, renew.epoch])
         except (PgraftError, OSError, TimeoutError) as exc:
-            log.debug("node %d: lease renewal failed: %s", self.node_id, exc)
-        self.policy.renewed(renew.started_at, renew.epoch, took)
+            self._warn("renew", "node %d: renewing the primary's lease failed: %s",
+                       self.node_id, getattr(exc, "message", exc))
+        self.policy.renewed(renew.started_at, renew.epoch, took, renew.duration)
         self.lease_file.set(self.policy.deadline(self.node.state.ha))
 
     async def propose_for_member(self, command: Any, timeout: float) -> bool:
         """Op ``ha_propose`` on the leader: a member's command (renewal, endpoint, ...)."""
-        cmd = check_command(command)
-        if cmd[0] not in MEMBER_COMMANDS:
-            raise InvalidArgument(f"HA command {cmd[0]!r} is the leader's own decision",
-                                  hint=f"members may propose {', '.join(sorted(MEMBER_COMMANDS))}")
-        return bool(await self.node.propose_ha(cmd))
+        return await propose_member_command(self.node, command)
 
     def _announce(self, now: float) -> None:
         """Record this node's PostgreSQL endpoint in the log (once, and after a change)."""
@@ -318,7 +366,7 @@ class HaController:
                 mine.address, self.config.pg_port, http_port):
             return
         self._announced = now
-        self.node.loop.create_task(self._propose_once(
+        self._spawn(self._propose_once(
             "endpoint", ["endpoint", self.node_id, mine.address, self.config.pg_port,
                          http_port]))
 
@@ -330,20 +378,29 @@ class HaController:
         if policy.needs_reports(now, ha, self.seen_at):
             reports = await self._collect_reports()
             now = lease_clock()
+            voters = self.node.state.members.voters
+            heard = sum(1 for i in voters if i in reports)
+            if heard * 2 <= len(voters):
+                # Promote only on what a majority of the voters said: the most up-to-date
+                # replica is then unlikely to be among those that did not answer in time.
+                self._warn("reports", "node %d: the lease of node %s expired, but only %d of "
+                           "%d voters answered: waiting", self.node_id, ha.primary_id, heard,
+                           len(voters))
+                return
         primary_reachable = (ha.primary_id is not None
                              and self.node.peers.peer_connected(ha.primary_id)
                              and self.node.state.members.is_voter(ha.primary_id))
         action = policy.leader_step(
             now, ha, self.seen_at,
-            can_bootstrap=self.dir_state in ("missing", "empty", "cluster")
-            and self.refused is None,
+            can_bootstrap=self._can_bootstrap(),
             reports=reports, primary_reachable=primary_reachable)
         try:
             if isinstance(action, Bootstrap):
                 log.info("node %d: bootstrapping: this node becomes the first primary",
                          self.node_id)
                 await self._propose(["bootstrap", self.node_id, self.config.replication_user,
-                                     secrets.token_urlsafe(24)])
+                                     secrets.token_urlsafe(24),
+                                     self.config.lease.to_record()])
             elif isinstance(action, Promote):
                 log.warning("node %d: failover: promoting node %d (received LSN %s): %s",
                             self.node_id, action.node_id, action.received_lsn, action.reason)
@@ -360,6 +417,18 @@ class HaController:
                 await asyncio.wait_for(self.node.transfer_leadership(action.node_id), 5.0)
         except (PgraftError, OSError, TimeoutError) as exc:
             log.info("node %d: HA decision not recorded: %s", self.node_id, exc)
+
+    def _can_bootstrap(self) -> bool:
+        """Only from an empty or missing PGDATA: a directory that holds a cluster (a lagging
+        standby, another installation's data) is never made the primary by bootstrap."""
+        if self.dir_state in ("missing", "empty") and self.refused is None:
+            return True
+        if self.dir_state not in ("unknown", "missing", "empty"):
+            self._warn("bootstrap", "node %d: not bootstrapping the cluster's first primary: "
+                       "%s is not empty (pgraft bootstraps only from an empty directory; "
+                       "another node with an empty one can, once it leads)", self.node_id,
+                       self.config.pgdata)
+        return False
 
     async def _collect_reports(self) -> dict[int, PgObservation]:
         reports = {self.node_id: self.obs}
@@ -459,8 +528,9 @@ class HaController:
         finally:
             # Decide the next step on what the server says now, not before the operation.
             with contextlib.suppress(Exception):
-                self.dir_state, self.obs = await loop.run_in_executor(
-                    self._pg_exec, self._observe, self.pg)
+                dir_state, obs = await loop.run_in_executor(
+                    self._pg_exec, self._observe, self._upstreams(), self.pg)
+                self.dir_state, self.obs = dir_state, self._with_stream_timeline(obs)
             self._op_gen += 1
 
     def _failed(self, what: str, why: str) -> None:
@@ -474,6 +544,7 @@ class HaController:
             log.error("node %d: refusing to touch PostgreSQL in %s: %s", self.node_id,
                       self.config.pgdata, why)
         self.refused = why
+        self._refused_on = (self.dir_state, self.obs.system_id)
         self.state = f"refused: {why}"
 
     def _settings(self, upstream: int | None) -> dict[str, Setting]:
@@ -514,7 +585,12 @@ class HaController:
         ha = self.node.state.ha
         obs, dir_state = self.obs, self.dir_state
         if self.refused is not None:
-            return None
+            if self._refused_on == (dir_state, obs.system_id):
+                return None
+            # The directory changed (moved away, emptied): look again.
+            log.info("node %d: %s changed: no longer refused", self.node_id,
+                     self.config.pgdata)
+            self.refused = self._refused_on = None
         if dir_state == "not-a-cluster":
             self._refuse(f"{self.config.pgdata} is not empty and holds no PostgreSQL data "
                          "directory; move it away (nothing was changed) or point --postgres "
@@ -568,10 +644,10 @@ class HaController:
         obs = self.obs
         if obs.system_id is not None and obs.timeline is not None:
             if ha.system_id is None:
-                self.node.loop.create_task(self._propose_once("initialized", [
+                self._spawn(self._propose_once("initialized", [
                     "initialized", self.node_id, ha.epoch, obs.system_id, obs.timeline]))
             elif ha.timeline != obs.timeline:
-                self.node.loop.create_task(self._propose_once("timeline", [
+                self._spawn(self._propose_once("timeline", [
                     "timeline", self.node_id, ha.epoch, obs.timeline]))
 
     def _init_primary(self) -> None:
@@ -584,6 +660,24 @@ class HaController:
     def _start_and_wait(self) -> None:
         self.pg.start()
         self.pg.wait_ready(120)
+        self._check_fence()
+
+    def _check_fence(self) -> None:
+        """The server must run with pgraft's commit fence on our lease file: a setting in
+        postgresql.auto.conf (ALTER SYSTEM) overrides pgraft.conf, and a server without the
+        fence would go on committing after its lease ran out. Stop it if not."""
+        rows = self.pg.execute("SELECT current_setting('pgraft.ha_lease_file', true)")
+        found = rows[0][0] if rows else None
+        if found == self.lease_file.path:
+            return
+        self.pg.stop("fast", 60)
+        self._refuse(
+            "PostgreSQL started without pgraft's commit fence (pgraft.ha_lease_file is "
+            f"{found!r}, not {self.lease_file.path!r}): a setting outside pgraft.conf "
+            "overrides it, most likely shared_preload_libraries in postgresql.auto.conf "
+            "(ALTER SYSTEM); include 'pgraft' there (e.g. ALTER SYSTEM SET "
+            "shared_preload_libraries = 'pgraft,pg_stat_statements') or ALTER SYSTEM RESET it, "
+            "then restart the node")
 
     def _start_primary(self) -> None:
         self._write_config(None)
@@ -613,9 +707,17 @@ class HaController:
                 "SELECT slot_name FROM pg_replication_slots WHERE active AND slot_name LIKE "
                 "'pgraft\\_node\\_%'"):
             if row[0] not in wanted:  # a removed member still streaming: detach it
-                self.pg.execute("SELECT pg_terminate_backend(active_pid) FROM "
-                                "pg_replication_slots WHERE slot_name = %s", (row[0],))
+                # (pg_terminate_backend waits up to 5 s for the WAL sender to exit)
+                self.pg.execute("SELECT pg_terminate_backend(active_pid, 5000) FROM "
+                                "pg_replication_slots WHERE slot_name = %s AND active",
+                                (row[0],))
         self.pg.ensure_slots(wanted, prefix=SLOT_PREFIX)
+        left = [r[0] for r in self.pg.execute(
+            "SELECT slot_name FROM pg_replication_slots WHERE slot_name LIKE "
+            "'pgraft\\_node\\_%'") if r[0] not in wanted]
+        if left:  # dropped next time (the maintenance runs again until none is left)
+            raise Unavailable(f"the slots {', '.join(left)} of removed members are still in "
+                              "use; retrying")
         self._maintained = (ha.epoch, members)
 
     # -- as a replica
@@ -640,7 +742,9 @@ class HaController:
             return f"demoting: node {primary} is the primary of epoch {ha.epoch}", self._stop
         if obs.role == PG_STOPPED:
             return f"starting as a replica of node {primary}", lambda: self._start_replica(primary)
-        if obs.role == PG_REPLICA:
+        if obs.role in (PG_REPLICA, PG_STARTING):
+            # A server still starting (recovering towards its consistent point) is pointed
+            # at the current primary too: primary_conninfo reloads during recovery.
             if self._upstream != primary:
                 self._follow_since = now
                 return f"following node {primary}", lambda: self._follow(primary)
@@ -689,6 +793,8 @@ class HaController:
         # new primary does not: pg_rewind finds the fork and rewinds it ("no rewind
         # required" when there is none).
         was_primary = state in ("in production", "shut down", "in crash recovery")
+        if self._rewind_primary != primary:
+            self._rewind_primary, self._rewind_failures, self._rewind_noops = primary, 0, 0
         if self._needs_rewind or (was_primary and not self._fresh_clone):
             source = self._primary_conninfo(primary)
             problem = self.pg.source_problem(**source)
@@ -711,6 +817,24 @@ class HaController:
                 return
             log.info("node %d: pg_rewind against node %d: %s", self.node_id, primary,
                      out.strip().splitlines()[-1] if out.strip() else "done")
+            if self._needs_rewind and "no rewind required" in out:
+                # It did not stream although its primary runs, and its history is a prefix
+                # of the primary's: the WAL it needs is gone there (slot invalidated, WAL
+                # removed). Twice in a row: clone a fresh replica (the old directory is set
+                # aside, not deleted).
+                self._rewind_noops += 1
+                if self._rewind_noops >= 2:
+                    kept = self.pg.move_aside(f"epoch{self.node.state.ha.epoch}")
+                    log.error("node %d: cannot stream from node %d although no rewind is "
+                              "needed (its WAL is gone there); the old data directory is "
+                              "kept as %s and a fresh replica is cloned", self.node_id,
+                              primary, kept)
+                    self._rewind_noops = 0
+                    self._needs_rewind = False
+                    self._clone(primary)
+                    return
+            else:
+                self._rewind_noops = 0
             self._needs_rewind = False
             self._rewind_failures = 0
         self._write_config(primary)

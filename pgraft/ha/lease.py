@@ -25,6 +25,7 @@ overlapping with a freshly renewed lease.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -76,6 +77,25 @@ class LeaseSettings:
         lease as expired on every clock within the bound."""
         rho = self.max_clock_drift
         return self.duration * (1 + rho) / (1 - rho) + self.margin
+
+
+    def to_record(self) -> list[int]:
+        """``[duration_ms, max_clock_drift_ppm, margin_ms]``: what the bootstrap records, so
+        that every node of the cluster uses the same spans (pgraft.ha.records)."""
+        return [round(self.duration * 1000), round(self.max_clock_drift * 1_000_000),
+                round(self.margin * 1000)]
+
+    def for_cluster(self, record: tuple[int, int, int] | None) -> LeaseSettings:
+        """These settings with the cluster's recorded duration, drift bound and margin (the
+        renew interval and restart grace stay this node's, the interval capped at half the
+        recorded duration)."""
+        if record is None:
+            return self
+        duration = record[0] / 1000.0
+        return dataclasses.replace(self, duration=duration,
+                                   renew_interval=min(self.renew_interval, duration / 2),
+                                   max_clock_drift=record[1] / 1_000_000,
+                                   margin=record[2] / 1000.0)
 
 
 def holder_deadline(settings: LeaseSettings, started_at: float) -> float:

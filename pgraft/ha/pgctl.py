@@ -16,6 +16,7 @@ What it never does: delete a data directory it did not just create itself
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import logging
 import math
@@ -61,6 +62,7 @@ log = logging.getLogger("pgraft.ha.pgctl")
 #: directory_state() values.
 #: Programs whose runs are logged at DEBUG only.
 QUIET_PROGRAMS = frozenset(("pg_controldata",))
+_HEX8 = re.compile(r"[0-9A-F]{8}")
 
 DIR_MISSING = "missing"
 DIR_EMPTY = "empty"
@@ -829,10 +831,28 @@ class PgControl:
             return PgObservation(role=PG_STARTING, system_id=sysid, error=_first_line(exc))
         try:
             with conn:
-                return self._observe_sql(conn, upstream_nodes)
+                obs = self._observe_sql(conn, upstream_nodes)
         except psycopg.Error as exc:
             return PgObservation(role=PG_UNKNOWN, error=f"querying the server failed: "
                                                         f"{_first_line(exc)}")
+        if obs.role == PG_REPLICA and not obs.streaming:
+            switched = self.newest_history_timeline()
+            if switched is not None and (obs.timeline or 0) < switched:
+                obs = dataclasses.replace(obs, timeline=switched)
+        return obs
+
+    def newest_history_timeline(self) -> int | None:
+        """The newest timeline whose history file is in pg_wal: the timeline a replica has
+        switched to. Without a WAL receiver PostgreSQL 15 offers only the last restartpoint's
+        timeline, which predates a switch until the next restartpoint: a replica whose
+        upstream died right after a promotion would otherwise look a timeline behind."""
+        try:
+            names = os.listdir(os.path.join(self.pgdata, "pg_wal"))
+        except OSError:
+            return None
+        found = [int(n[:8], 16) for n in names
+                 if len(n) == 16 and n.endswith(".history") and _HEX8.fullmatch(n[:8])]
+        return max(found) if found else None
 
     @staticmethod
     def _observe_sql(conn: psycopg.Connection[tuple[Any, ...]],

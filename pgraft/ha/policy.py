@@ -17,11 +17,10 @@ Two roles, both in :class:`LeasePolicy`:
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .lease import LeaseSettings, expired_for_others, holder_deadline
+from .lease import LeaseSettings, expired_for_others
 from .records import HaState
 from .types import PG_MISSING, PG_PRIMARY, PG_REPLICA, PgObservation
 
@@ -29,10 +28,12 @@ from .types import PG_MISSING, PG_PRIMARY, PG_REPLICA, PgObservation
 @dataclass(frozen=True)
 class Renew:
     """Propose ``["renew", node, epoch]``; report the outcome with
-    :meth:`LeasePolicy.renewed` (``started_at`` is the local time the renewal counts from)."""
+    :meth:`LeasePolicy.renewed` (``started_at`` is the local time the renewal counts from,
+    ``duration`` how long it is counted on: the cluster's recorded lease)."""
 
     epoch: int
     started_at: float
+    duration: float
 
 
 @dataclass(frozen=True)
@@ -80,18 +81,16 @@ def choose_replica(ha: HaState, reports: Mapping[int, PgObservation],
     """(node id, received LSN) of the most up-to-date eligible replica; among equals
     ``prefer`` (the leader itself: no leadership transfer needed), then the lowest id.
 
-    A replica that says an older timeline than the log's is considered only when none is on
-    the current one: a replica whose upstream is gone reports its last restartpoint's
-    timeline, which may predate the last promotion, and a cluster that promotes nobody
-    would stay without a primary."""
-    candidates = [i for i in sorted(reports) if eligible(ha, i, reports[i])]
-    if not candidates and ha.timeline is not None:
-        relaxed = dataclasses.replace(ha, timeline=None)
-        candidates = [i for i in sorted(reports) if eligible(relaxed, i, reports[i])
-                      and (reports[i].timeline or 0) <= ha.timeline]
+    A replica on an older timeline than the log's is never chosen: its LSN is not comparable
+    with the current timeline's, and promoting it would discard what the current timeline
+    committed (and could reuse its timeline id). The observation reports the newest timeline
+    a replica has switched to, from its timeline history files, so a replica whose upstream
+    died still counts as on the current timeline."""
     best: tuple[int, int] | None = None
-    for node_id in candidates:
+    for node_id in sorted(reports):
         report = reports[node_id]
+        if not eligible(ha, node_id, report):
+            continue
         lsn = report.received_lsn
         assert lsn is not None
         if (best is None or lsn > best[1]
@@ -106,12 +105,17 @@ class LeasePolicy:
     def __init__(self, node_id: int, settings: LeaseSettings) -> None:
         settings.validate()
         self.node_id = node_id
+        #: This node's settings; the lease arithmetic uses :meth:`settings_for` (the
+        #: cluster's recorded duration, drift bound and margin once bootstrapped).
         self.settings = settings
         self._deadline = float("-inf")
         self._deadline_epoch = 0
         self._renew_started: float | None = None  # a renewal in flight
         self._last_renew_start = float("-inf")
         self._pg_down_since: float | None = None
+
+    def settings_for(self, ha: HaState) -> LeaseSettings:
+        return self.settings.for_cluster(ha.lease)
 
     # ------------------------------------------------------------------ holder side
     def lease_valid(self, now: float, ha: HaState) -> bool:
@@ -131,38 +135,45 @@ class LeasePolicy:
         return self._deadline
 
     def holder_step(self, now: float, ha: HaState, pg: PgObservation) -> Renew | None:
-        """The renewal to propose now, if any."""
+        """The renewal to propose now, if any.
+
+        While PostgreSQL runs as primary, every ``renew_interval``. While it does not (just
+        promoted, bootstrapping, being restarted in place), for at most ``restart_grace``;
+        then the holder stays silent for as long again, so that the leader may promote a
+        replica, and tries again after that if nobody was (a primary whose server could not
+        start for a while, with no replica to take over, comes back by itself)."""
+        s = self.settings_for(ha)
         if ha.primary_id != self.node_id or ha.epoch == 0:
             self._pg_down_since = None
             return None
         if pg.role == PG_PRIMARY:
             self._pg_down_since = None
-        elif self.lease_valid(now, ha) or self._deadline_epoch != ha.epoch:
-            # Not (yet) running as primary: just promoted, bootstrapping, or PostgreSQL is
-            # being restarted in place. Keep renewing for at most restart_grace.
+        else:
             if self._pg_down_since is None:
                 self._pg_down_since = now
-            if now - self._pg_down_since > self.settings.restart_grace:
-                return None
-        else:
-            return None  # the lease lapsed while PostgreSQL was down: let the cluster decide
+            down = now - self._pg_down_since
+            if down > s.restart_grace:
+                if down <= 2 * s.restart_grace:
+                    return None  # silent: the cluster may fail over now
+                self._pg_down_since = now  # nobody took over: try again
         if self._renew_started is not None:
-            if now - self._renew_started < self.settings.duration:
+            if now - self._renew_started < s.duration:
                 return None
             self._renew_started = None  # never answered: count it lost
-        if now - self._last_renew_start < self.settings.renew_interval:
+        if now - self._last_renew_start < s.renew_interval:
             return None
         self._renew_started = self._last_renew_start = now
-        return Renew(ha.epoch, now)
+        return Renew(ha.epoch, now, s.duration)
 
-    def renewed(self, started_at: float, epoch: int, took_effect: bool) -> None:
+    def renewed(self, started_at: float, epoch: int, took_effect: bool,
+                duration: float | None = None) -> None:
         """The outcome of the renewal started at ``started_at`` (False: refused by the log,
-        failed, or unknown)."""
+        failed, or unknown); ``duration``: the :class:`Renew`'s."""
         if self._renew_started == started_at:
             self._renew_started = None
         if not took_effect:
             return
-        deadline = holder_deadline(self.settings, started_at)
+        deadline = started_at + (self.settings.duration if duration is None else duration)
         if epoch != self._deadline_epoch:
             self._deadline_epoch, self._deadline = epoch, deadline
         elif deadline > self._deadline:
@@ -177,7 +188,7 @@ class LeasePolicy:
     def lease_expired(self, now: float, ha: HaState, seen_at: float) -> bool:
         """Whether the primary's lease has expired on every clock within the bound, judged
         by this node, which applied the lease's last renewal at local ``seen_at``."""
-        return expired_for_others(self.settings, seen_at, now)
+        return expired_for_others(self.settings_for(ha), seen_at, now)
 
     def leader_step(self, now: float, ha: HaState, seen_at: float | None, *,
                     can_bootstrap: bool, reports: Mapping[int, PgObservation] | None,

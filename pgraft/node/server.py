@@ -290,9 +290,13 @@ class Server:
         return list(await self._ha().cluster_status(timeout))
 
     async def _ha_propose(self, args: dict[str, Any], timeout: float) -> Any:
-        # A member's HA command (lease renewal, its PostgreSQL endpoint, ...), forwarded to
-        # the leader: the controller checks it and proposes it.
-        return await self._ha().propose_for_member(args.get("command"), timeout)
+        # A member's HA command (lease renewal, its PostgreSQL endpoint, ...), sent to the
+        # leader, which checks and proposes it -- also a leader that runs no PostgreSQL.
+        if self.node.ha is not None:
+            return await self.node.ha.propose_for_member(args.get("command"), timeout)
+        from ..ha.controller import propose_member_command
+
+        return await propose_member_command(self.node, args.get("command"))
 
     def _ha_observe(self, args: dict[str, Any]) -> dict[str, Any]:
         return dict(self._ha().local_report())

@@ -203,7 +203,8 @@ class Simulation:
                     self.at(STEP, answer)
                     return
                 if node.policy is policy:
-                    node.policy.renewed(renew.started_at, renew.epoch, bool(took))
+                    node.policy.renewed(renew.started_at, renew.epoch, bool(took),
+                                        renew.duration)
 
             self.at(self.delay(), answer)
 
@@ -219,7 +220,8 @@ class Simulation:
         action = pol.leader_step(node.clock, ha, node.seen_at, can_bootstrap=True,
                                  reports=reports, primary_reachable=True)
         if isinstance(action, Bootstrap):
-            self.commit(node.node_id, ["bootstrap", node.node_id, "u", "p"])
+            self.commit(node.node_id, ["bootstrap", node.node_id, "u", "p",
+                                       self.settings.to_record()])
         elif isinstance(action, Promote):
             assert reports is not None
             chosen = reports[action.node_id].received_lsn or 0
