@@ -252,6 +252,19 @@ def test_move_aside_keeps_the_data(tmp_path: Path) -> None:
         ctl.move_aside("gone")
 
 
+def test_the_newest_history_file_names_the_timeline_a_replica_switched_to(
+        tmp_path: Path) -> None:
+    fake_cluster(tmp_path / "data")
+    ctl = control(tmp_path)
+    wal = tmp_path / "data" / "pg_wal"
+    wal.mkdir(exist_ok=True)
+    assert ctl.newest_history_timeline() is None
+    for name in ("00000002.history", "0000000A.history", "000000010000000000000003",
+                 "00000010.history.partial", "junk.history"):
+        (wal / name).write_text("")
+    assert ctl.newest_history_timeline() == 10
+
+
 def test_a_stale_postmaster_pid_is_not_a_running_server(tmp_path: Path) -> None:
     """postmaster.pid left by a killed postmaster, its PID now another process's (ours)."""
     fake_cluster(tmp_path / "data")
