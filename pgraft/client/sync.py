@@ -525,3 +525,13 @@ class Client:
         """One row per member in HA mode (see :meth:`AsyncClient.ha_status
         <pgraft.AsyncClient.ha_status>`); HaNotEnabled when the nodes run without PostgreSQL."""
         return self._call(_ops.ha_status(), timeout)
+
+    # -------------------------------------------------------------- member to member (HA)
+    def ha_observe(self, *, timeout: float | None = None) -> dict[str, Any]:
+        """The node's own PostgreSQL observation (see :meth:`AsyncClient.ha_observe
+        <pgraft.AsyncClient.ha_observe>`)."""
+        return self._call(_ops.ha_observe(), timeout)
+
+    def ha_propose(self, command: list[Any], *, timeout: float | None = None) -> bool:
+        """Ask the leader to propose a member's HA command; True if it took effect."""
+        return self._call(_ops.ha_propose(command), timeout)

@@ -93,6 +93,45 @@ def test_a_paused_primary_is_fenced_when_it_resumes(cluster: HaCluster) -> None:
              what=f"node {old.node_id} to rejoin after the pause")
 
 
+def test_a_server_whose_commit_fence_is_overridden_is_stopped_and_refused(
+        cluster: HaCluster) -> None:
+    primary = cluster.primary()
+    node = next(n for i, n in cluster.nodes.items()
+                if i != primary.node_id and cluster.streaming(i))
+    node.stop()
+    auto = node.pgdata / "postgresql.auto.conf"
+    before = auto.read_text()
+    # What ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements' writes: it is
+    # read after pgraft.conf, and the server would run without pgraft's commit check.
+    auto.write_text(before + "shared_preload_libraries = 'pg_stat_statements'\n")
+    node.start()
+
+    def refused() -> str | None:
+        row = {r["node_id"]: r for r in cluster.status()}.get(node.node_id)
+        state = str(row["state"]) if row else ""
+        return state if state.startswith("refused") else None
+
+    state = wait_for(refused, timeout=60, what=f"node {node.node_id} to refuse its server")
+    assert "commit fence" in state and "shared_preload_libraries" in state
+    wait_for(lambda: node.postmaster_pid() is None or not _alive(node.postmaster_pid()),
+             timeout=30, what="the unfenced server to be stopped")
+    node.stop()
+    auto.write_text(before)
+    node.start()
+    wait_for(lambda: cluster.streaming(node.node_id), timeout=120,
+             what=f"node {node.node_id} to stream again once the override is gone")
+
+
+def _alive(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def _http_primary(node: HaNode) -> int:
     import urllib.error
     import urllib.request

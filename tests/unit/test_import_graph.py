@@ -145,7 +145,10 @@ def test_layers_import_downwards(layer: str, forbidden: tuple[str, ...]) -> None
 def test_node_collaborators_do_not_import_the_node() -> None:
     """The Node's collaborators reach it only through the Protocols they declare
     (MessageSink, PeerEvents, SnapshotHost, TransferHost): none imports pgraft.node.node, and
-    only the composition root and the client server (which serves the Node) do."""
+    only the composition root, the client server (which serves the Node) and, in the layer
+    above, the HA controller and the health view (which drive and read it, for type hints
+    only) do."""
     graph = _graph()
     importers = sorted(m for m, deps in graph.items() if "pgraft.node.node" in deps)
-    assert importers == ["pgraft.node", "pgraft.node.process", "pgraft.node.server"]
+    assert importers == ["pgraft.ha.controller", "pgraft.ha.view", "pgraft.node",
+                         "pgraft.node.process", "pgraft.node.server"]

@@ -7,6 +7,7 @@ import msgpack
 import pytest
 
 from pgraft.errors import StorageCorrupted
+from pgraft.ha.records import HaState
 from pgraft.raft.membership import EMPTY, LEARNER, VOTER, Member, Membership
 from pgraft.state import (
     APPEND_PREFIX,
@@ -70,7 +71,7 @@ def test_snapshot_round_trip_and_format() -> None:
         "format": SNAPSHOT_FORMAT, "applied_index": 11, "applied_term": 3,
         "membership_index": 10, "members": [[1, "127.0.0.1", 7001, VOTER],
                                             [2, "h2", 7002, LEARNER]],
-        "kv": {"a": "1"}}
+        "kv": {"a": "1"}, "ha": HaState().to_snapshot()}
     again = AppliedState()
     again.restore(data)
     assert (again.applied_index, again.applied_term, again.membership_index) == (11, 3, 10)
@@ -79,3 +80,9 @@ def test_snapshot_round_trip_and_format() -> None:
     assert again.members == Membership(dict(MEMBERS.items()))
     with pytest.raises(StorageCorrupted):
         again.restore(b"\x00garbage")
+    # A format 1 snapshot (before the HA state) is still read, with an empty HA state.
+    old = msgpack.unpackb(data, strict_map_key=False)
+    del old["ha"]
+    old["format"] = 1
+    again.restore(msgpack.packb(old))
+    assert again.kv == {"a": "1"} and again.ha == HaState()
