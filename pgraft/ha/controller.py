@@ -392,7 +392,7 @@ class HaController:
                              and self.node.state.members.is_voter(ha.primary_id))
         action = policy.leader_step(
             now, ha, self.seen_at,
-            can_bootstrap=self._can_bootstrap(),
+            can_bootstrap=ha.epoch == 0 and self._can_bootstrap(),
             reports=reports, primary_reachable=primary_reachable)
         try:
             if isinstance(action, Bootstrap):
@@ -666,10 +666,15 @@ class HaController:
         """The server must run with pgraft's commit fence on our lease file: a setting in
         postgresql.auto.conf (ALTER SYSTEM) overrides pgraft.conf, and a server without the
         fence would go on committing after its lease ran out. Stop it if not."""
-        rows = self.pg.execute("SELECT current_setting('pgraft.ha_lease_file', true)")
-        found = rows[0][0] if rows else None
-        if found == self.lease_file.path:
+        rows = self.pg.execute("SELECT current_setting('shared_preload_libraries'), "
+                               "current_setting('pgraft.ha_lease_file', true)")
+        preload, found = rows[0] if rows else ("", None)
+        # Both: without the library, pgraft.ha_lease_file is a mere placeholder that shows
+        # the value from pgraft.conf while nothing checks it.
+        loaded = "pgraft" in [x.strip().strip('"') for x in str(preload or "").split(",")]
+        if loaded and found == self.lease_file.path:
             return
+        found = found if loaded else f"unused: shared_preload_libraries is {preload!r}"
         self.pg.stop("fast", 60)
         self._refuse(
             "PostgreSQL started without pgraft's commit fence (pgraft.ha_lease_file is "
