@@ -702,25 +702,31 @@ class HaController:
     def _maintain_primary(self) -> None:
         ha = self.node.state.ha
         members = frozenset(list(self.node.state.members))
+        self._check_fence()   # also a server this node adopted after a restart
         self._write_config(None)
         self.pg.reload()
         assert ha.repl_user is not None and ha.repl_password is not None
         self.pg.ensure_replication_role(ha.repl_user, ha.repl_password)
         self.pg.create_extension("pgraft")
         wanted = {slot_name(i) for i in members if i != self.node_id}
-        for row in self.pg.execute(
-                "SELECT slot_name FROM pg_replication_slots WHERE active AND slot_name LIKE "
-                "'pgraft\\_node\\_%'"):
-            if row[0] not in wanted:  # a removed member still streaming: detach it
-                # (pg_terminate_backend waits up to 5 s for the WAL sender to exit)
-                self.pg.execute("SELECT pg_terminate_backend(active_pid, 5000) FROM "
-                                "pg_replication_slots WHERE slot_name = %s AND active",
-                                (row[0],))
         self.pg.ensure_slots(wanted, prefix=SLOT_PREFIX)
-        left = [r[0] for r in self.pg.execute(
-            "SELECT slot_name FROM pg_replication_slots WHERE slot_name LIKE "
-            "'pgraft\\_node\\_%'") if r[0] not in wanted]
-        if left:  # dropped next time (the maintenance runs again until none is left)
+        for _ in range(3):
+            left = [r[0] for r in self.pg.execute(
+                "SELECT slot_name FROM pg_replication_slots WHERE slot_name LIKE "
+                "'pgraft\\_node\\_%'") if r[0] not in wanted]
+            if not left:
+                break
+            for name in left:
+                # A removed member still streaming: end its WAL sender (waiting up to 5 s
+                # for it to exit) and drop the slot at once, before its WAL receiver
+                # reconnects (it retries every second); without the slot it cannot.
+                self.pg.execute(
+                    "SELECT pg_terminate_backend(active_pid, 5000) FROM pg_replication_slots "
+                    "WHERE slot_name = %s AND active", (name,))
+                self.pg.execute(
+                    "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                    "WHERE slot_name = %s AND NOT active", (name,))
+        else:
             raise Unavailable(f"the slots {', '.join(left)} of removed members are still in "
                               "use; retrying")
         self._maintained = (ha.epoch, members)
