@@ -17,6 +17,7 @@ PACKAGES=(
     build-essential
     util-linux
     iproute2
+    haproxy
 )
 
 missing=()
