@@ -14,7 +14,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup build test check bench bench-cluster bench-ha lint clean demo demo-local
+.PHONY: setup build test check bench bench-cluster bench-ha bench-ha-patroni lint clean demo demo-local
 
 setup: $(VENV)/.stamp-deps build
 
@@ -47,6 +47,16 @@ bench-cluster: setup
 # HA failover: 10 kill -9 of the primary's node + postmaster (root; PostgreSQL 15).
 bench-ha: setup system-deps pg-install
 	$(PY) benchmarks/ha.py --kills 10 --json benchmarks/results/ha.json --markdown benchmarks/results/ha.md
+
+# The same against Patroni + etcd (side by side only): installs etcd-server (apt) and Patroni
+# into a venv the postgres user can run (/opt/patroni-bench).
+PATRONI_VENV ?= /opt/patroni-bench/venv
+bench-ha-patroni: setup system-deps pg-install
+	command -v etcd >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q etcd-server
+	test -x $(PATRONI_VENV)/bin/patroni || { /usr/bin/python3.11 -m venv $(PATRONI_VENV) && \
+	    $(PATRONI_VENV)/bin/pip install -q 'patroni[etcd]' 'psycopg[binary]'; }
+	$(PY) benchmarks/ha_patroni.py --kills 10 --patroni $(PATRONI_VENV)/bin/patroni \
+	    --json benchmarks/results/ha_patroni.json --markdown benchmarks/results/ha_patroni.md
 
 demo-local: setup
 	$(PY) -m pgraft demo
