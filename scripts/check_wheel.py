@@ -2,8 +2,9 @@
 
 A wheel passes when its platform tag is manylinux, it is at most 1 MB, it holds no generated C
 (nor the Cython sources, which nothing needs at run time), and its extension modules are
-stripped (no ``.symtab``, no ``.debug*`` sections). Each failure is one line on stderr; the
-exit code is 1 if any wheel failed, 2 on a bad command line.
+stripped (no ``.symtab``, no ``.debug*`` sections) and carry no run path of the build machine.
+Each failure is one line on stderr; the exit code is 1 if any wheel failed, 2 on a bad command
+line.
 """
 
 from __future__ import annotations
@@ -18,18 +19,44 @@ MAX_BYTES = 1_000_000
 SOURCE_SUFFIXES = (".c", ".pyx", ".pxd", ".h")
 
 
-def elf_section_names(data: bytes) -> list[str]:
-    """The section names of a 64-bit little-endian ELF file (what x86_64 and aarch64 use)."""
+def _elf_sections(data: bytes) -> list[tuple[str, int, int, int, int]]:
+    """(name, type, offset, size, link) of every section of a 64-bit little-endian ELF file
+    (what x86_64 and aarch64 use)."""
     if data[:4] != b"\x7fELF":
         raise ValueError("not an ELF file")
     if data[4] != 2 or data[5] != 1:
         raise ValueError("not a 64-bit little-endian ELF file")
     shoff = struct.unpack_from("<Q", data, 0x28)[0]
     shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
-    headers = [struct.unpack_from("<IIQQQQ", data, shoff + i * shentsize) for i in range(shnum)]
-    str_offset, str_size = headers[shstrndx][4], headers[shstrndx][5]
-    strtab = data[str_offset:str_offset + str_size]
-    return [strtab[h[0]:strtab.index(b"\0", h[0])].decode() for h in headers]
+    # Elf64_Shdr: name, type, flags, addr, offset, size, link, ...
+    headers = [struct.unpack_from("<IIQQQQI", data, shoff + i * shentsize) for i in range(shnum)]
+    names = headers[shstrndx]
+    strtab = data[names[4]:names[4] + names[5]]
+    return [(_cstr(strtab, h[0]), h[1], h[4], h[5], h[6]) for h in headers]
+
+
+def _cstr(table: bytes, offset: int) -> str:
+    return table[offset:table.index(b"\0", offset)].decode()
+
+
+def elf_section_names(data: bytes) -> list[str]:
+    return [s[0] for s in _elf_sections(data)]
+
+
+def elf_run_paths(data: bytes) -> list[str]:
+    """The DT_RPATH and DT_RUNPATH strings of an ELF file's dynamic section."""
+    sections = _elf_sections(data)
+    paths: list[str] = []
+    for _, kind, offset, size, link in sections:
+        if kind != 6:  # SHT_DYNAMIC
+            continue
+        dynstr = sections[link]
+        strings = data[dynstr[2]:dynstr[2] + dynstr[3]]
+        for i in range(0, size, 16):
+            tag, value = struct.unpack_from("<qQ", data, offset + i)
+            if tag in (15, 29):  # DT_RPATH, DT_RUNPATH
+                paths.append(_cstr(strings, value))
+    return paths
 
 
 def check_wheel(path: Path) -> list[str]:
@@ -59,6 +86,7 @@ def check_wheel(path: Path) -> list[str]:
         for name in extensions:
             try:
                 sections = elf_section_names(wheel.read(name))
+                run_paths = elf_run_paths(wheel.read(name))
             except (ValueError, struct.error, IndexError) as exc:
                 problems.append(f"{name}: cannot read its ELF sections ({exc})")
                 continue
@@ -66,6 +94,11 @@ def check_wheel(path: Path) -> list[str]:
             if unstripped:
                 problems.append(f"{name}: not stripped (sections {', '.join(unstripped)}); "
                                 "build with -g0 and repair with 'auditwheel repair --strip'")
+            # A path of the build machine (pyenv's lib dir, say) means nothing where it installs.
+            foreign = [p for p in run_paths if not p.startswith("$ORIGIN")]
+            if foreign:
+                problems.append(f"{name}: run path {':'.join(foreign)} of the build machine; "
+                                "link without it (scripts/build-wheel.sh sets LDSHARED)")
     return [f"{path.name}: {p}" for p in problems]
 
 
