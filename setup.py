@@ -11,7 +11,9 @@ ext_modules = []
 if os.environ.get("PGRAFT_NO_EXTENSIONS") != "1":
     from Cython.Build import cythonize
 
-    compile_args = ["-O3", "-fno-strict-aliasing"]
+    # -g0 after Python's own -g: no debug info in the shipped modules (the wheel stays small;
+    # scripts/build-wheel.sh strips what is left)
+    compile_args = ["-O3", "-fno-strict-aliasing", "-g0"]
     ext_modules = cythonize(
         [
             Extension(f"pgraft.{name}", [f"pgraft/{name}.pyx"], extra_compile_args=compile_args)

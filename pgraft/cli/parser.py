@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any, NoReturn
 
+from .. import __version__
 from ..client import DEFAULT_TIMEOUT
 from .commands import (
     Command,
@@ -79,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "change it.",
                      epilog="Exit codes: 0 ok, 1 refused/failed, 2 bad usage, 3 node "
                             "unreachable, 130 interrupted.")
+    parser.add_argument("--version", action="version", version=f"pgraft {__version__}")
     common = Parser(add_help=False)
     common.add_argument("--node", default=argparse.SUPPRESS, metavar="HOST:PORT|SOCKET",
                         help="the node to ask (default: $PGRAFT_NODE or 127.0.0.1:7001)")
