@@ -30,6 +30,8 @@ import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from psycopg.conninfo import make_conninfo
+
 from ..client.aio import AsyncClient, connect
 from ..errors import InvalidArgument, PgraftError, Unavailable
 from ..node.config import endpoint
@@ -548,24 +550,19 @@ class HaController:
         self.state = f"refused: {why}"
 
     def _settings(self, upstream: int | None) -> dict[str, Setting]:
-        ha = self.node.state.ha
         s: dict[str, Setting] = dict(ha_base_settings())
         s.update({
             "shared_preload_libraries": "pgraft",
             "pgraft.data_dir": self.node.storage.path,
             "pgraft.ha_lease_file": self.lease_file.path,
             "cluster_name": slot_name(self.node_id),
-            "recovery_target_timeline": "latest",
-            # After a failover the replicas reconnect to the new primary within a second
-            # (default 5 s).
-            "wal_retrieve_retry_interval": "1s",
         })
         if upstream is not None:
-            ep = ha.endpoints[upstream]
-            s["primary_conninfo"] = (
-                f"host={ep.host} port={ep.pg_port} user={ha.repl_user} "
-                f"password={ha.repl_password} application_name={slot_name(self.node_id)} "
-                "connect_timeout=2")
+            # make_conninfo quotes what needs it (the same values pg_basebackup and
+            # pg_rewind get from _primary_conninfo).
+            s["primary_conninfo"] = make_conninfo(
+                **self._primary_conninfo(upstream), application_name=slot_name(self.node_id),
+                connect_timeout=2)
             s["primary_slot_name"] = slot_name(self.node_id)
         return s
 
