@@ -32,8 +32,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ha import Writer  # noqa: E402
 
 from pgraft.localcluster import free_port  # noqa: E402
+from tests.support.hacluster import http_code  # noqa: E402
 from tests.support.postgres import pg_bindir, wait_for  # noqa: E402
 from tests.support.procs import processes_mentioning  # noqa: E402
 
@@ -113,14 +112,7 @@ postgresql:
                 start_new_session=True)
 
     def code(self, path: str) -> int:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.api_port}{path}",
-                                        timeout=2) as r:
-                return int(r.status)
-        except urllib.error.HTTPError as exc:
-            return int(exc.code)
-        except OSError:
-            return 0
+        return http_code(self.api_port, path, timeout=2)
 
     def postmaster_pid(self) -> int | None:
         try:

@@ -8,13 +8,12 @@ tests run in order and each leaves the cluster as the next expects it.
 from __future__ import annotations
 
 import json
-import urllib.error
 import urllib.request
 from collections.abc import Iterator
 
 import pytest
 
-from tests.support.hacluster import HaCluster, ha_cluster
+from tests.support.hacluster import HaCluster, ha_cluster, http_code
 from tests.support.postgres import wait_for
 
 
@@ -26,14 +25,6 @@ def cluster(pgraft_installed: str, request: pytest.FixtureRequest) -> Iterator[H
         yield c
         if request.session.testsfailed > failed:
             print(c.logs())  # shown with the failure report
-
-
-def http_code(port: int, path: str) -> int:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=3) as r:
-            return int(r.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
 
 
 def test_bootstrap_of_three_from_empty_directories(cluster: HaCluster) -> None:

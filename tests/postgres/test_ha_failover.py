@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from tests.support.hacluster import HaCluster, HaNode, ha_cluster
+from tests.support.hacluster import HaCluster, HaNode, ha_cluster, http_code
 from tests.support.postgres import as_pg_user, pg_bindir, pg_user, wait_for
 
 
@@ -63,7 +63,7 @@ def test_kill_9_of_the_primary_fails_over_and_the_old_primary_rejoins(
     assert new.node_id != old.node_id
     new.sql("INSERT INTO acked VALUES (1000)")
     assert epoch_of(cluster) == epoch + 1
-    codes = {i: _http_primary(cluster.nodes[i]) for i in survivors}
+    codes = {i: http_code(cluster.nodes[i].http_port, "/primary") for i in survivors}
     assert sorted(codes.values()) == [200, 503], codes
     # The old primary, restarted, becomes a replica of the new one by itself.
     old.start()
@@ -130,19 +130,6 @@ def _alive(pid: int | None) -> bool:
     except ProcessLookupError:
         return False
     return True
-
-
-def _http_primary(node: HaNode) -> int:
-    import urllib.error
-    import urllib.request
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{node.http_port}/primary",
-                                    timeout=3) as r:
-            return int(r.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
-    except OSError:
-        return 0
 
 
 def _tree(path: str) -> dict[str, int]:

@@ -17,6 +17,8 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +36,18 @@ if TYPE_CHECKING:
 ELECTION_TIMEOUT_MS = 1000
 HEARTBEAT_MS = 100
 CLIENT_HBA = "host all all 127.0.0.1/32 trust\n"
+
+
+def http_code(port: int, path: str, host: str = "127.0.0.1", timeout: float = 3.0) -> int:
+    """The status code of ``GET path`` on an HTTP endpoint (a node's, Patroni's), 0 when
+    nothing answers."""
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=timeout) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except OSError:
+        return 0
 
 
 class HaNode:
