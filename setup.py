@@ -1,11 +1,36 @@
-"""Build the two Cython extensions: pgraft._core (quorum, codec) and pgraft._log (durable log).
+"""Build the two Cython extensions, pgraft._core (quorum, codec) and pgraft._log (durable log),
+and ship the PostgreSQL extension's sources inside the package (pgraft/pg/extension/).
 
 Setting PGRAFT_NO_EXTENSIONS=1 builds a pure-Python package (the twins in _core_py/_log_py).
 """
 
+import glob
 import os
+import shutil
 
 from setuptools import Extension, setup
+from setuptools.command.build_py import build_py
+
+# postgres/ stays the one copy in a checkout; a built package carries these files so that
+# `pgraft postgres install` can build the extension with no checkout (pgraft.pg.install).
+EXTENSION_SOURCES = ("Makefile", "README.md", "*.c", "*.h", "*.sql", "*.control",
+                     "regress.conf.in", "sql/*.sql", "sql/*.psql", "expected/*.out")
+EXTENSION_PACKAGE_DIR = os.path.join("pgraft", "pg", "extension")
+
+
+class build_py_with_extension_sources(build_py):
+    def run(self) -> None:
+        super().run()
+        if not os.path.isfile(os.path.join("postgres", "pgraft.c")):
+            raise SystemExit("setup.py: postgres/pgraft.c is missing: the sdist or checkout is "
+                             "incomplete (MANIFEST.in must graft postgres/)")
+        target = os.path.join(self.build_lib, EXTENSION_PACKAGE_DIR)
+        for pattern in EXTENSION_SOURCES:
+            for path in glob.glob(os.path.join("postgres", pattern)):
+                dest = os.path.join(target, os.path.relpath(path, "postgres"))
+                os.makedirs(os.path.dirname(dest), exist_ok=True)
+                shutil.copy2(path, dest)
+
 
 ext_modules = []
 if os.environ.get("PGRAFT_NO_EXTENSIONS") != "1":
@@ -30,4 +55,4 @@ if os.environ.get("PGRAFT_NO_EXTENSIONS") != "1":
         },
     )
 
-setup(ext_modules=ext_modules)
+setup(ext_modules=ext_modules, cmdclass={"build_py": build_py_with_extension_sources})

