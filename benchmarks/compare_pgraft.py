@@ -76,7 +76,9 @@ async def _retry(call: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
 
 async def _add_one(cluster: LocalCluster, leader: int, node_id: int) -> dict[str, float]:
     """Time ``add_node`` on the leader (the new node was started empty beforehand, as pgraft
-    intends) until every node, the new one too, lists it, and until all list it as voter."""
+    intends) until every node, the new one too, lists it, and until all list it as voter;
+    also, from the moment the call returned (the change committed), until every existing
+    member lists it and until the new member lists itself."""
     ids = cluster.running_ids()
     clients = {i: await pgraft.connect(cluster.address(i), timeout=10) for i in ids}
     node = cluster.nodes[node_id]
@@ -84,15 +86,23 @@ async def _add_one(cluster: LocalCluster, leader: int, node_id: int) -> dict[str
         t0 = time.perf_counter()
         await _retry(lambda: clients[leader].add_node(node_id, node.host, node.port))
         t_api = time.perf_counter()
-        t_listed = None
+        t_listed = t_members = t_self = None
         while True:
             views = await asyncio.gather(*(c.get_nodes() for c in clients.values()))
-            roles = [{n.node_id: n.role for n in v}.get(node_id) for v in views]
+            roles = {i: {n.node_id: n.role for n in v}.get(node_id)
+                     for i, v in zip(clients, views, strict=True)}
             now = time.perf_counter()
-            if t_listed is None and all(r is not None for r in roles):
+            if t_members is None and all(r is not None for i, r in roles.items()
+                                         if i != node_id):
+                t_members = now
+            if t_self is None and roles.get(node_id) is not None:
+                t_self = now
+            if t_listed is None and all(r is not None for r in roles.values()):
                 t_listed = now
-            if all(r == "voter" for r in roles):
-                return {"api": t_api - t0, "listed": (t_listed or now) - t0, "voter": now - t0}
+            if all(r == "voter" for r in roles.values()):
+                return {"api": t_api - t0, "listed": (t_listed or now) - t0, "voter": now - t0,
+                        "members_after_commit": (t_members or now) - t_api,
+                        "self_after_commit": (t_self or now) - t_api}
             if now - t0 > 60:
                 raise TimeoutError(f"node {node_id} not listed as voter everywhere after 60 s")
             await asyncio.sleep(0.0005)
@@ -112,7 +122,7 @@ async def _remove(address: str, node_id: int) -> None:
 def bench_add_member(cluster: LocalCluster, count: int, first_id: int = 100) -> dict[str, Any]:
     """``count`` times: start a node empty (not timed), ``add_node`` on the leader, wait until
     every node lists it; then remove it and stop its process (not timed)."""
-    api, listed, voter = [], [], []
+    api, listed, voter, members, itself = [], [], [], [], []
     for i in range(count):
         node_id = first_id + i
         cluster.start_empty(node_id, timeout=60)
@@ -121,6 +131,8 @@ def bench_add_member(cluster: LocalCluster, count: int, first_id: int = 100) -> 
         api.append(r["api"])
         listed.append(r["listed"])
         voter.append(r["voter"])
+        members.append(r["members_after_commit"])
+        itself.append(r["self_after_commit"])
         log(f"  pgraft add {i + 1}/{count}: add_node {1000 * r['api']:.1f} ms, listed "
             f"everywhere {1000 * r['listed']:.1f} ms, voter everywhere {1000 * r['voter']:.1f} ms")
         leader = cluster.wait_for_leader(timeout=60)
@@ -128,7 +140,9 @@ def bench_add_member(cluster: LocalCluster, count: int, first_id: int = 100) -> 
         cluster.stop(node_id)
         del cluster.nodes[node_id]
     return {"listed_everywhere_ms": summary(listed), "member_add_call_ms": summary(api),
-            "voter_everywhere_ms": summary(voter)}
+            "voter_everywhere_ms": summary(voter),
+            "members_list_it_after_commit_ms": summary(members),
+            "new_member_lists_itself_after_commit_ms": summary(itself)}
 
 
 def run_all(base_dir: str, *, latency_count: int, latency_max_s: float, windows: list[int],

@@ -138,6 +138,10 @@ async def start_node(config: NodeConfig, *,
                           max_entry_size=config.max_msg_bytes, on_locked=bind)
     resources.add(lambda graceful: storage.close() if graceful else storage.abandon())
     try:
+        # Zero and sync the log's space ahead of its tail now, while nothing waits: on the
+        # first append it took ~10 ms (1 MiB), most of the time a node added to a running
+        # cluster needed to acknowledge its first entries.
+        storage.sync()
         identity = NodeIdentity(storage.path, config.node_id)
         state = AppliedState()
         raw = open_core(config, storage, identity, state)

@@ -119,7 +119,7 @@ def test_launcher_log_format(tmpdir_short: str) -> None:
     data_dir = os.path.join(tmpdir_short, "a\\b\nc")
     port = free_port()
     res = _pgraft(*_serve_args(data_dir, port, "--log-format", "launcher"),
-                  PGRAFT_FAILPOINTS="log.sync=eio@2")
+                  PGRAFT_FAILPOINTS="log.sync=eio@3")  # @1: the start (process.py)
     assert res.returncode == 1, res.stderr
     assert res.stdout == ""
     records = _records(res.stderr)
@@ -157,7 +157,7 @@ def test_launcher_format_usage_error_is_a_record() -> None:
 
 def test_default_log_format_is_unchanged(tmpdir_short: str) -> None:
     res = _pgraft(*_serve_args(os.path.join(tmpdir_short, "d"), free_port()),
-                  PGRAFT_FAILPOINTS="log.sync=eio@2")
+                  PGRAFT_FAILPOINTS="log.sync=eio@3")  # @1: the start (process.py)
     assert res.returncode == 1
     lines = res.stderr.splitlines()
     assert any("listening on" in line for line in lines)
