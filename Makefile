@@ -8,6 +8,8 @@
 #   make demo    the seed's walkthrough in SQL on local PostgreSQL 15 servers (installs first)
 #   make demo-local  the same walkthrough with plain `pgraft serve` processes, no PostgreSQL
 #   make bench-cluster  3 node processes on loopback -> benchmarks/results/cluster.*
+#   make bench-growth   how cost grows with nodes, payload, connections, log length, missed
+#                       entries (~15 min) -> benchmarks/results/growth.*
 #   make wheel   sdist + manylinux wheel in dist/, stripped and checked (scripts/build-wheel.sh)
 
 PYTHON ?= python3
@@ -134,3 +136,21 @@ FUZZ_EXAMPLES ?= 20000
 .PHONY: fuzz
 fuzz: setup
 	PGRAFT_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q -p no:cacheprovider tests/security/test_fuzz.py
+
+# ---- growth curves ----------------------------------------------------------------------
+#   make bench-growth   throughput and latency vs cluster size, payload size and client
+#                       connections; leader RSS and restart time vs log length (to 10M
+#                       entries); follower catch-up time vs entries missed; real node processes
+#                       on loopback, one cluster at a time (~15 min on 2 cores); installs
+#                       matplotlib (pip) when missing -> benchmarks/results/growth.{json,md,*.png}
+#   make bench-growth BENCH_GROWTH_ARGS=--quick   a smoke run with tiny counts (< 2 min; it
+#                       writes the same files, marked as a quick run: do not commit them)
+BENCH_GROWTH_ARGS ?=
+
+.PHONY: bench-growth
+
+bench-growth: setup
+	$(PY) -c "import matplotlib" 2>/dev/null || \
+	    $(PY) -m pip install -q --disable-pip-version-check matplotlib
+	$(PY) benchmarks/growth.py --json benchmarks/results/growth.json \
+	    --markdown benchmarks/results/growth.md $(BENCH_GROWTH_ARGS)
