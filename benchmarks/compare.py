@@ -20,7 +20,7 @@ probes), and pgraft's p50 as a multiple of it.
 
 Writes ``compare.json``, ``compare.md``, ``compare.latency_cdf.png`` and
 ``compare.throughput.png`` into ``--out-dir`` (default ``benchmarks/results``); a full run of all
-three systems also puts the table into ``README.md`` (between its markers).
+three systems also puts the table into ``docs/performance.md`` (between its markers).
 Installs what is missing first (``apt-get install etcd-server`` as root; ``pip install
 pysyncobj grpcio matplotlib`` into this interpreter) unless ``--no-install``. Every process it
 starts is stopped by its pid, also on errors, Ctrl-C and SIGTERM.
@@ -409,7 +409,7 @@ def plots(report: dict[str, Any], samples: dict[str, list[float]], out_dir: Path
     return paths
 
 
-DOC = HERE.parent / "README.md"
+DOC = HERE.parent / "docs" / "performance.md"
 _BEGIN, _END = "<!-- compare-table:begin -->", "<!-- compare-table:end -->"
 
 
@@ -459,7 +459,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="pgraft's and etcd's heartbeat interval (default 100: both defaults)")
     p.add_argument("--floor-count", type=int, default=2000)
     p.add_argument("--no-update-doc", dest="update_doc", action="store_false",
-                   help="do not put the table of a full run into README.md")
+                   help="do not put the table of a full run into docs/performance.md")
     ns = p.parse_args(argv)
     if ns.quick:
         ns.latency_count, ns.latency_max_seconds, ns.window_seconds = 200, 2.0, 0.5

@@ -21,7 +21,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import grpc
+# This process starts etcd members while its gRPC channels are open; grpc's fork handlers
+# then ran in the forked child before exec and an added member sometimes never started
+# ("epoll_wait error: Bad file descriptor" in its log, nothing from etcd). subprocess's
+# children exec at once: they need none of grpc's fork support.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+import grpc  # noqa: E402
 from compare_common import (
     PAYLOAD,
     Processes,

@@ -313,7 +313,7 @@ class SyncObjCluster:
         result: SyncObjNode = wait_for("a PySyncObj leader", self.leader, timeout)
         return result
 
-    def wait_settled(self, timeout: float = 60.0) -> SyncObjNode:
+    def wait_settled(self, timeout: float = 180.0) -> SyncObjNode:
         """Wait until every running node names the same leader and has applied what the leader
         had committed (a node still connecting would otherwise see changes seconds late)."""
         def settled() -> SyncObjNode | None:
