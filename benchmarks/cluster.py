@@ -104,6 +104,54 @@ def floor_fdatasync_growing(directory: str, count: int) -> dict[str, float]:
     return pcts(samples)
 
 
+_SYNC_LOOP = r"""
+import json, os, sys, time
+path, seconds = sys.argv[1], float(sys.argv[2])
+fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+os.write(fd, bytes(64 * 200_000)); os.fsync(fd)
+print("ready", flush=True); sys.stdin.readline()
+samples, i, stop = [], 0, time.perf_counter() + seconds
+while time.perf_counter() < stop and i < 200_000:
+    t0 = time.perf_counter()
+    os.pwrite(fd, b"x" * 64, 64 * i)
+    os.fdatasync(fd)
+    samples.append(time.perf_counter() - t0)
+    i += 1
+os.close(fd); os.unlink(path)
+print(json.dumps(samples), flush=True)
+"""
+
+
+def floor_fdatasync_concurrent(directory: str, writers: int = 3,
+                               seconds: float = 3.0) -> dict[str, float]:
+    """``writers`` processes at once, each in a loop of pwrite(64 B) + fdatasync into its own
+    preallocated file in ``directory`` (three nodes' logs on one disk): the p50 of one sync
+    then, and how many syncs per second each writer and all of them together got."""
+    procs = [subprocess.Popen([sys.executable, "-c", _SYNC_LOOP,
+                               os.path.join(directory, f"sync-probe-{i}"), str(seconds)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+             for i in range(writers)]
+    try:
+        for proc in procs:
+            assert proc.stdout is not None
+            assert proc.stdout.readline().strip() == "ready"
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        runs = [json.loads(proc.communicate(timeout=seconds + 60)[0]) for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    every = [x for run in runs for x in run]
+    out = pcts(every)
+    out["writers"] = writers
+    out["syncs_per_s_each"] = float(np.mean([len(run) / sum(run) for run in runs]))
+    out["syncs_per_s_total"] = out["syncs_per_s_each"] * writers
+    return out
+
+
 _ECHO = r"""
 import socket, sys
 srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(1)

@@ -141,7 +141,8 @@ def measure_floor(base: str, count: int) -> dict[str, Any]:
 
     f = {"fdatasync_64b_ms": floor_fdatasync_prealloc(base, count),
          "fdatasync_64b_append_ms": cluster_bench.floor_fdatasync(base, count),
-         "loopback_rtt_ms": cluster_bench.floor_loopback_rtt(count)}
+         "loopback_rtt_ms": cluster_bench.floor_loopback_rtt(count),
+         "fdatasync_3_writers_ms": cluster_bench.floor_fdatasync_concurrent(base, 3)}
     f["floor_ms"] = (min(f["fdatasync_64b_ms"]["p50"], f["fdatasync_64b_append_ms"]["p50"])
                      + 2 * f["loopback_rtt_ms"]["p50"])
     return f
@@ -323,6 +324,12 @@ def markdown(report: dict[str, Any]) -> str:
                   f"{_fmt_ms(floor['loopback_rtt_ms']['p99'])} |",
                   f"| **floor** = the lower fdatasync p50 + 2 x round trip p50 | "
                   f"{_fmt_ms(floor['floor_ms'])} | |"]
+        conc = floor.get("fdatasync_3_writers_ms")
+        if conc:
+            lines += [f"| the same pwrite + fdatasync in 3 processes at once (three nodes' logs "
+                      f"on one disk): {conc['syncs_per_s_each']:,.0f} syncs/s each, "
+                      f"{conc['syncs_per_s_total']:,.0f}/s in all | {_fmt_ms(conc['p50'])} | "
+                      f"{_fmt_ms(conc['p99'])} |"]
         if "pgraft" in res:
             ratio = report["ratios"]["pgraft_p50_over_floor"]
             lines += ["", f"pgraft's sequential p50 is **{ratio:.2f}x** the floor."]

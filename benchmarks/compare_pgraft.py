@@ -86,26 +86,31 @@ async def _add_one(cluster: LocalCluster, leader: int, node_id: int) -> dict[str
         t0 = time.perf_counter()
         await _retry(lambda: clients[leader].add_node(node_id, node.host, node.port))
         t_api = time.perf_counter()
-        t_listed = t_members = t_self = None
-        while True:
-            views = await asyncio.gather(*(c.get_nodes() for c in clients.values()))
-            roles = {i: {n.node_id: n.role for n in v}.get(node_id)
-                     for i, v in zip(clients, views, strict=True)}
-            now = time.perf_counter()
-            if t_members is None and all(r is not None for i, r in roles.items()
-                                         if i != node_id):
-                t_members = now
-            if t_self is None and roles.get(node_id) is not None:
-                t_self = now
-            if t_listed is None and all(r is not None for r in roles.values()):
-                t_listed = now
-            if all(r == "voter" for r in roles.values()):
-                return {"api": t_api - t0, "listed": (t_listed or now) - t0, "voter": now - t0,
-                        "members_after_commit": (t_members or now) - t_api,
-                        "self_after_commit": (t_self or now) - t_api}
-            if now - t0 > 60:
-                raise TimeoutError(f"node {node_id} not listed as voter everywhere after 60 s")
-            await asyncio.sleep(0.0005)
+
+        async def watch(client: Any) -> tuple[float, float]:
+            """When this node first lists the new node, and when it lists it as voter. Each
+            node is polled by its own task: a slow one (the new node, catching up) does not
+            delay the others' times."""
+            listed = None
+            while True:
+                role = {n.node_id: n.role for n in await client.get_nodes()}.get(node_id)
+                now = time.perf_counter()
+                if listed is None and role is not None:
+                    listed = now
+                if role == "voter":
+                    return listed or now, now
+                if now - t0 > 60:
+                    raise TimeoutError(f"node {node_id} not listed as voter everywhere after "
+                                       "60 s")
+                await asyncio.sleep(0.0005)
+
+        seen = dict(zip(clients, await asyncio.gather(*(watch(c) for c in clients.values())),
+                        strict=True))
+        others = [listed for i, (listed, _) in seen.items() if i != node_id]
+        return {"api": t_api - t0, "listed": max(listed for listed, _ in seen.values()) - t0,
+                "voter": max(voter for _, voter in seen.values()) - t0,
+                "members_after_commit": max(others) - t_api,
+                "self_after_commit": seen[node_id][0] - t_api}
     finally:
         for c in clients.values():
             await c.close()
