@@ -63,9 +63,14 @@ class SimNode:
         self.applied = 0
         self.applied_membership = EMPTY
         self.speed = 1.0  # how often its timer fires, relative to the others
+        # A leader's Ready whose sync is still running: the runtime syncs a busy leader in a
+        # worker thread while its loop goes on stepping messages and taking proposals
+        # (pgraft/node/node.py, step 5)
+        self.outstanding: Any = None
         self.start()
 
     def start(self) -> None:
+        self.outstanding = None  # what was not persisted yet is lost with the crash
         snap = self.storage.snapshot_meta()
         self.raw = RawNode(Config(self.id, election_ticks=10, heartbeat_ticks=2,
                                   pre_vote=self.sim.pre_vote, check_quorum=True,
@@ -171,6 +176,10 @@ class Simulation:
     def handle_ready(self, n: SimNode, crash_chance: float) -> None:
         raw = n.raw
         assert raw is not None
+        if n.outstanding is not None:
+            rd, n.outstanding = n.outstanding, None
+            self.persist(n, rd)
+            return
         if not raw.has_ready():
             return
         rd = raw.ready()
@@ -179,6 +188,15 @@ class Simulation:
         if crash_chance and self.rand.random() < crash_chance:
             self.crash(n.id)
             return
+        if raw.role == LEADER and self.rand.random() < 0.5:
+            n.outstanding = rd  # a busy leader: persisted and advanced by a later step
+            return
+        self.persist(n, rd)
+
+    def persist(self, n: SimNode, rd: Any) -> None:
+        """The rest of a Ready: make it durable, apply, advance."""
+        raw = n.raw
+        assert raw is not None
         st = n.storage
         if rd.snapshot is not None:
             st.apply_snapshot(rd.snapshot)
@@ -459,7 +477,7 @@ class Simulation:
         if len(leaders) != 1:
             return False
         ld = leaders[0]
-        if ld.raw.has_ready():
+        if ld.outstanding is not None or ld.raw.has_ready():
             return False
         m = ld.raw.membership
         if m.learners or ld.id not in m:
