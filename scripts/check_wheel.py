@@ -21,7 +21,24 @@ MAX_BYTES = 1_000_000
 SOURCE_SUFFIXES = (".c", ".pyx", ".pxd", ".h")
 # The PostgreSQL extension's sources ship on purpose: `pgraft postgres install` builds them.
 EXTENSION_DIR = "pgraft/pg/extension/"
-EXTENSION_REQUIRED = ("Makefile", "pgraft.c", "pgraft.h", "pgraft.control")
+EXTENSION_REQUIRED = ("Makefile", "pgraft.h", "pgraft.control")
+
+
+def extension_problems(names: list[str], makefile: bytes | None) -> list[str]:
+    """What the extension's PGXS build would miss: the Makefile, header and control file, a
+    C file for every object of the Makefile's OBJS, and at least one SQL script."""
+    missing = [f for f in EXTENSION_REQUIRED if EXTENSION_DIR + f not in names]
+    if makefile is not None:
+        for line in makefile.decode(errors="replace").splitlines():
+            if line.startswith("OBJS"):
+                missing += [o[:-2] + ".c" for o in line.split("=", 1)[1].split()
+                            if o.endswith(".o") and EXTENSION_DIR + o[:-2] + ".c" not in names]
+    if not any(n.startswith(EXTENSION_DIR + "pgraft--") and n.endswith(".sql") for n in names):
+        missing.append("pgraft--*.sql")
+    if not missing:
+        return []
+    return [f"{EXTENSION_DIR} lacks {', '.join(missing)}: the PostgreSQL extension's sources "
+            "must ship (setup.py copies postgres/ there)"]
 
 
 def _elf_sections(data: bytes) -> list[tuple[str, int, int, int, int]]:
@@ -84,10 +101,9 @@ def check_wheel(path: Path) -> list[str]:
             if name.endswith(SOURCE_SUFFIXES) and not name.startswith(EXTENSION_DIR):
                 problems.append(f"{name}: a build input in the wheel; exclude it "
                                 "([tool.setuptools.exclude-package-data] in pyproject.toml)")
-        missing = [f for f in EXTENSION_REQUIRED if EXTENSION_DIR + f not in names]
-        if missing:
-            problems.append(f"{EXTENSION_DIR} lacks {', '.join(missing)}: the PostgreSQL "
-                            "extension's sources must ship (setup.py copies postgres/ there)")
+        makefile = wheel.read(EXTENSION_DIR + "Makefile") \
+            if EXTENSION_DIR + "Makefile" in names else None
+        problems += extension_problems(names, makefile)
         extensions = [n for n in names if n.endswith(".so")]
         if not extensions:
             problems.append("no compiled extension module (.so) in the wheel: was it built "

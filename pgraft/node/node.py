@@ -126,6 +126,7 @@ class Node:
         self.state = state
         self.metrics = metrics
         self.peers = peers
+        peers.waiting_to_join = len(raw.membership) == 0  # kept current by _update_peers
         self.snapshots = snapshots
         self._executor = executor
         self._close_resources = close_resources
@@ -432,10 +433,13 @@ class Node:
     def _update_peers(self) -> None:
         membership = self.raw.membership
         self._peer_membership = membership
+        self.peers.waiting_to_join = len(membership) == 0
         book = {i: (m.address, m.port) for i, m in self.state.members.items()}
         book.update((i, (m.address, m.port)) for i, m in membership.items())
         book.pop(self.node_id, None)
-        if book != self._peer_book:
+        # (links made before the membership named the peers -- dialled back while waiting to
+        # join, or to answer a leader -- are closed here if they are not members)
+        if book != self._peer_book or self.peers.links.keys() != book.keys():
             self._peer_book = book
             self.peers.set_peers(book)
 

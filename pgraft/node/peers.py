@@ -335,9 +335,9 @@ class Peers:
         #: Addresses that dialling peers announced in their hello: a node that was just added
         #: learns where the leader is before its log tells it.
         self.hints: dict[int, tuple[str, int]] = {}
-        #: Whether a membership (set_peers) has named any peer yet: until then every peer that
-        #: dials us is dialled back at once (see dialled_by).
-        self._has_membership = False
+        #: This node has no membership yet (the Node keeps it current): until it has one, every
+        #: peer that dials it is dialled back at once (see dialled_by).
+        self.waiting_to_join = True
         self._encode = core.encode_message
 
     def attach(self, events: PeerEvents) -> None:
@@ -368,7 +368,7 @@ class Peers:
         link = self.links.get(peer_id)
         if link is not None and not link.connected:
             link.kick()
-        elif link is None and not self._has_membership and peer_id in self.hints:
+        elif link is None and self.waiting_to_join and peer_id in self.hints:
             # A node waiting to be added learns its peers from those that dial it; its first
             # reply (to the leader's probe) needs this link, so dial now instead of when that
             # reply is queued: the join is a few round trips shorter.
@@ -378,7 +378,6 @@ class Peers:
     # ---------------------------------------------------------------- peers
     def set_peers(self, peers: dict[int, tuple[str, int]]) -> None:
         """Dial exactly ``peers`` (id -> (address, port)); this node's own id is skipped."""
-        self._has_membership = self._has_membership or bool(peers)
         for peer_id in list(self.links):
             if peer_id not in peers:
                 link = self.links.pop(peer_id)

@@ -105,6 +105,8 @@ class Sources:
     files: tuple[Path, ...]
     extension: Path
     requirements: tuple[str, ...]
+    #: package only: (path relative to root, hash algorithm, urlsafe-base64 digest) from RECORD
+    hashes: tuple[tuple[str, str, str], ...] = ()
 
     @property
     def description(self) -> str:
@@ -129,6 +131,9 @@ def find_sources(explicit: str | None) -> Sources:
     here = Path(__file__).resolve().parents[2]
     if _is_checkout(here):
         return _checkout_sources(here)
+    if (here / "setup.py").is_file():
+        raise InstallError(f"the checkout {here} has no postgres/pgraft.c: it is incomplete; "
+                           "restore it (git status), or pass --source DIR")
     return _package_sources(here)
 
 
@@ -138,7 +143,9 @@ def _checkout_sources(root: Path) -> Sources:
 
 
 def _package_sources(site: Path) -> Sources:
-    """The installed distribution that holds this module, checked against its RECORD."""
+    """The installed distribution that holds this module: the files its RECORD lists under
+    ``pgraft/`` and its ``.dist-info`` (console scripts are written anew for the venv, byte
+    code is compiled there), each with its hash (checked on the copy, see verify_copy)."""
     import importlib.metadata
 
     if not (site / PACKAGED_EXTENSION / "pgraft.c").is_file():
@@ -152,31 +159,56 @@ def _package_sources(site: Path) -> Sources:
         raise InstallError(f"pgraft in {site} has no installation metadata (no "
                            "pgraft-*.dist-info); reinstall it with pip, or pass --source "
                            "DIR") from None
-    if Path(str(dist.locate_file("pgraft/__init__.py"))).resolve() != site / "pgraft" / \
-            "__init__.py":
+    if Path(str(dist.locate_file("pgraft/__init__.py"))).resolve() != \
+            (site / "pgraft" / "__init__.py").resolve():
         raise InstallError(f"the pgraft metadata Python finds ({dist.locate_file('')}) is not "
                            f"that of the pgraft running this installer ({site}); run the "
                            "installer with the Python pgraft was installed for")
     files: list[Path] = []
+    hashes: list[tuple[str, str, str]] = []
     for entry in dist.files or ():
-        path = Path(str(dist.locate_file(entry))).resolve()
-        if "__pycache__" in entry.parts or not path.is_relative_to(site):
-            continue  # byte code is rebuilt; console scripts point at the old interpreter
+        rel = os.path.normpath(str(entry))
+        top = rel.split(os.sep, 1)[0]
+        if top == os.pardir:
+            continue  # console scripts: written anew for the venv's interpreter
+        if "__pycache__" in Path(rel).parts:
+            continue  # byte code: compiled anew in the venv
+        if os.path.isabs(rel) or not (top == "pgraft" or (top.startswith("pgraft-")
+                                                           and top.endswith(".dist-info"))):
+            raise InstallError(f"pgraft's RECORD lists {entry}, outside the package and its "
+                               "metadata; reinstall pgraft (pip install --force-reinstall "
+                               "pgraft)")
+        path = site / rel
         if not path.is_file():
             raise InstallError(f"{path} is listed in pgraft's RECORD but missing; reinstall "
                                "pgraft (pip install --force-reinstall pgraft)")
-        if entry.hash is not None:
-            digest = base64.urlsafe_b64encode(
-                hashlib.new(entry.hash.mode, path.read_bytes()).digest()).rstrip(b"=")
-            if digest.decode() != entry.hash.value:
-                raise InstallError(f"{path} differs from pgraft's RECORD (changed after it was "
-                                   "installed); reinstall pgraft (pip install "
-                                   "--force-reinstall pgraft)")
+        if entry.hash is None:
+            if not rel.endswith(os.sep + "RECORD"):
+                raise InstallError(f"pgraft's RECORD gives no hash for {entry}; reinstall "
+                                   "pgraft (pip install --force-reinstall pgraft)")
+        else:
+            hashes.append((rel, entry.hash.mode, entry.hash.value))
         files.append(path)
-    requirements = [r.split(";")[0].strip() for r in dist.requires or ()
-                    if "extra" not in r.partition(";")[2]]
+    requirements = [r for r in dist.requires or () if "extra ==" not in r.partition(";")[2]]
     return Sources("package", site, tuple(sorted(files)), PACKAGED_EXTENSION,
-                   tuple(requirements))
+                   tuple(requirements), tuple(hashes))
+
+
+def verify_copy(src: Path, sources: Sources) -> None:
+    """The files under ``src`` (the installation, or the copy of it that goes into the venv)
+    are the ones the wheel installed: every RECORD hash matches (an
+    integrity check of the installation, so that what goes into the venv is what pip
+    installed; root runs this code either way)."""
+    for rel, mode, value in sources.hashes:
+        try:
+            digest = hashlib.new(mode, (src / rel).read_bytes()).digest()
+        except ValueError:
+            raise InstallError(f"pgraft's RECORD hashes {rel} with {mode!r}, which this Python "
+                               "does not know; reinstall pgraft with this Python's pip") from None
+        if base64.urlsafe_b64encode(digest).rstrip(b"=").decode() != value:
+            raise InstallError(f"{sources.root / rel} differs from pgraft's RECORD (changed "
+                               "after it was installed); reinstall pgraft (pip install "
+                               "--force-reinstall pgraft)")
 
 
 def find_pg_config(explicit: str | None) -> str:
@@ -333,20 +365,36 @@ def build_venv(prefix: Path, base_python: str, src: Path,
     return str(python), site
 
 
-def _copy_package(python: Path, site: Path, src: Path, sources: Sources) -> None:
-    """Install the running package into the venv by copying its files (RECORD included, so
-    the venv's pip can uninstall it), after checking its compiled modules suit the venv."""
-    suffix = _run([str(python), "-c",
+def check_abi(base_python: str, sources: Sources) -> None:
+    """An installed package's compiled modules must load in the venv's interpreter (the
+    Python PL/Python embeds); checked before anything is written."""
+    if sources.kind != "package":
+        return
+    suffix = _run([base_python, "-c",
                    "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))"],
-                  what="reading the venv's extension suffix").strip()
-    compiled = [f for f in sources.files if f.suffix == ".so"]
-    foreign = [f.name for f in compiled if not f.name.endswith(suffix)]
+                  what="reading the interpreter's extension suffix").strip()
+    foreign = sorted(f.name for f in sources.files
+                     if f.suffix == ".so" and not f.name.endswith(suffix))
     if foreign:
         raise InstallError(
-            f"this pgraft was installed for another Python ({', '.join(sorted(foreign))}), but "
-            f"PostgreSQL's PL/Python needs modules ending in {suffix}; install pgraft with "
-            f"that interpreter ({python.resolve()} -m pip install pgraft, or the same "
-            "major.minor), then run its 'pgraft postgres install'")
+            f"this pgraft was installed for another Python ({', '.join(foreign)}), but "
+            f"PostgreSQL's PL/Python runs {base_python}, which needs modules ending in "
+            f"{suffix}; install pgraft with that interpreter ({base_python} -m pip install "
+            "pgraft), then run its 'pgraft postgres install'")
+
+
+_CONSOLE_SCRIPT = "#!{python}\nimport sys\nfrom pgraft.cli import main\nsys.exit(main())\n"
+
+
+def _copy_package(python: Path, site: Path, src: Path, sources: Sources) -> None:
+    """Install the running package into the venv by copying its files (RECORD included, so
+    the venv's pip can uninstall it): modes set anew (0644, 0755 for extension modules),
+    byte code compiled (the postgres user cannot write it there), and the ``pgraft``
+    command written for the venv's interpreter."""
+    if site.resolve() == sources.root.resolve():
+        _log(f"pgraft is already the venv's own ({site}): nothing to copy")
+        return
+    verify_copy(src, sources)
     # The venv is the installer's own (under --prefix): replacing its pgraft loses nothing.
     _run([str(python), "-m", "pip", "uninstall", "-q", "-y", "pgraft"],
          what="removing the venv's previous pgraft")
@@ -354,8 +402,14 @@ def _copy_package(python: Path, site: Path, src: Path, sources: Sources) -> None
     for path in sources.files:
         rel = path.relative_to(sources.root)
         target = site / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src / rel, target)
+        target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        shutil.copyfile(src / rel, target)
+        target.chmod(0o755 if target.suffix == ".so" else 0o644)
+    _run([str(python), "-m", "compileall", "-q", str(site / "pgraft")],
+         what="compiling pgraft's byte code in the venv")
+    script = python.parent / "pgraft"
+    script.write_text(_CONSOLE_SCRIPT.format(python=python))
+    script.chmod(0o755)
 
 
 def build_extension(extension_dir: Path, pg_config: str, python: str) -> None:
@@ -406,7 +460,9 @@ def installed_ok(record: dict[str, object], pg: dict[str, str]) -> bool:
         points_here = python.encode() + b"\0" in library.read_bytes()
     except OSError:
         return False
+    site = str(record.get("site_packages", ""))
     return (bool(python) and os.access(python, os.X_OK) and points_here
+            and bool(site) and os.path.isfile(os.path.join(site, "pgraft", "__init__.py"))
             and all((Path(pg["sharedir"]) / "extension" / f).is_file() for f in EXTENSION_FILES))
 
 
@@ -417,6 +473,8 @@ def install(pg_config_arg: str | None, prefix_arg: str, source_arg: str | None,
     pg = pg_config_values(pg_config)
     want = plpython_version(pg["pkglibdir"])
     base_python = find_base_python(python_arg, want)
+    check_abi(base_python, sources)
+    verify_copy(sources.root, sources)  # before anything is written; the copy is checked again
     prefix = Path(prefix_arg).absolute()
     user = _os_user()
     check_reachable(prefix / "venv", user)
@@ -442,6 +500,9 @@ def install(pg_config_arg: str | None, prefix_arg: str, source_arg: str | None,
     old_umask = os.umask(0o022)
     try:
         prefix.mkdir(mode=0o755, parents=True, exist_ok=True)
+        # From here the venv is being replaced: a run that stops half-way must not leave a
+        # record that says "up to date".
+        record_path.unlink(missing_ok=True)
         with _copied_tree(sources.root, list(sources.files)) as src:
             python, site = build_venv(prefix, base_python, src, sources)
             expected_site = os.path.join(str(prefix / "venv"), "lib", f"python{want}",

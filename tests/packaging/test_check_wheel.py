@@ -18,8 +18,9 @@ SCRIPT = REPO / "scripts" / "check_wheel.py"
 GOOD = "pgraft-1.2.0-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"
 # The PostgreSQL extension's sources, which a wheel must carry (C on purpose).
 EXTENSION_SOURCES = {f"pgraft/pg/extension/{name}": b"/* source */"
-                     for name in ("Makefile", "pgraft.c", "pgraft.h", "pgraft.control",
-                                  "fence.c")}
+                     for name in ("pgraft.c", "pgraft.h", "pgraft.control", "fence.c",
+                                  "pgraft--1.0.sql")}
+EXTENSION_SOURCES["pgraft/pg/extension/Makefile"] = b"OBJS = pgraft.o fence.o\n"
 
 
 def _checker() -> ModuleType:
@@ -86,11 +87,21 @@ def test_every_problem_is_reported(tmp_path: Path) -> None:
     assert any("pgraft/_core.c: a build input" in line for line in lines), lines
     assert any("pgraft/_core.pyx: a build input" in line for line in lines), lines
     assert any("not stripped (sections .symtab" in line for line in lines), lines
-    assert any("pgraft/pg/extension/ lacks Makefile, pgraft.h, pgraft.control" in line
-               for line in lines), lines
+    assert any("pgraft/pg/extension/ lacks Makefile, pgraft.h, pgraft.control, "
+               "pgraft--*.sql" in line for line in lines), lines
     assert not any("pgraft/pg/extension/pgraft.c: a build input" in line for line in lines)
     for path in _checker().elf_run_paths(so):
         assert any(f"run path {path} of the build machine" in line for line in lines), lines
+
+
+def test_a_c_file_of_the_makefile_missing_fails(tmp_path: Path) -> None:
+    files = {**EXTENSION_SOURCES, "pgraft/pg/extension/Makefile":
+             b"MODULE_big = pgraft\nOBJS = pgraft.o fence.o sqlfuncs.o\n"}
+    assert _checker().extension_problems(list(files), files["pgraft/pg/extension/Makefile"]) \
+        == ["pgraft/pg/extension/ lacks sqlfuncs.c: the PostgreSQL extension's sources must "
+            "ship (setup.py copies postgres/ there)"]
+    assert _checker().extension_problems(list(EXTENSION_SOURCES),
+                                         EXTENSION_SOURCES["pgraft/pg/extension/Makefile"]) == []
 
 
 def test_a_wheel_without_extensions_and_a_missing_file_fail(tmp_path: Path) -> None:

@@ -242,6 +242,14 @@ def test_the_installed_wheel_installs_the_extension_and_answers_sql(
     assert record["source"] == f"the installed package in {installed.site}"
     assert (record["pgraft_version"], record["implementation"]) == (pgraft.__version__,
                                                                     "compiled")
+    # modes set anew (not the source's), byte code compiled (postgres cannot write it there),
+    # and the command written for the venv's interpreter
+    site = Path(record["site_packages"])
+    assert (site / "pgraft" / "errors.py").stat().st_mode & 0o777 == 0o644
+    assert list((site / "pgraft" / "__pycache__").glob("errors.*.pyc"))
+    version = subprocess.run([str(wheel_prefix / "venv" / "bin" / "pgraft"), "--version"],
+                             capture_output=True, text=True, timeout=60, cwd="/")
+    assert version.stdout.strip() == f"pgraft {pgraft.__version__}", version.stderr
 
     # A one-node cluster: the launcher starts the node from the wheel's venv.
     (port,) = free_ports(1)
@@ -271,5 +279,23 @@ def test_a_modified_installed_package_is_refused(installed: Installed) -> None:
     assert proc.returncode == 1
     assert f"{target} differs from pgraft's RECORD" in proc.stderr, proc.stderr
     assert "pip install --force-reinstall pgraft" in proc.stderr
+    assert not prefix.exists()
+
+
+def test_a_record_entry_outside_the_package_is_refused(installed: Installed) -> None:
+    # The installer copies only pgraft/ and its .dist-info: a RECORD that names another
+    # package's file (which would land over the venv's own) stops it before it writes anything.
+    (record,) = installed.site.glob("pgraft-*.dist-info/RECORD")
+    original = record.read_text()
+    prefix = installed.tmp / "never-made-either"
+    try:
+        record.write_text(original + "msgpack/__init__.py,,\n")
+        proc = installed.run(installed.bin / "pgraft", "postgres", "install", "--prefix",
+                             str(prefix), check=False)
+    finally:
+        record.write_text(original)
+    assert proc.returncode == 1
+    assert "pgraft's RECORD lists msgpack/__init__.py, outside the package" in proc.stderr, \
+        proc.stderr
     assert not prefix.exists()
 

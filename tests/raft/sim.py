@@ -302,7 +302,12 @@ class Simulation:
             if req is not None and req.origin == node_id:
                 return True
             msgs += raw.raft.msgs + raw.raft.msgs_after
+            if other.outstanding is not None:  # handed out in a Ready not yet persisted
+                msgs += other.outstanding.messages
             if other.id == node_id and any(rs.context == ctx for rs in raw.raft.read_states):
+                return True
+            if (other.id == node_id and other.outstanding is not None
+                    and any(rs.context == ctx for rs in other.outstanding.read_states)):
                 return True
         return any(m.context == ctx and (
             (m.type == MSG_READ_INDEX and m.src == node_id)

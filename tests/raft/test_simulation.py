@@ -2,8 +2,9 @@
 
 ``PGRAFT_SIM_RUNS=N`` runs N seeds (default 500: about 15 s on a 2-core machine; use 2000 or
 more for a deeper search: on the core before the ReadIndex round fix, 10 of 2000 seeds
-answered a stale read, 3 of them within the first 500); ``PGRAFT_SIM_SEED=S`` replays one
-seed. A failure names its seed.
+answered a stale read, 3 of them within the first 500 -- counted before the simulation began
+to leave a leader's Ready outstanding, which changed every seed's course);
+``PGRAFT_SIM_SEED=S`` replays one seed. A failure names its seed.
 """
 
 from __future__ import annotations
