@@ -333,6 +333,9 @@ def markdown(report: dict[str, Any]) -> str:
         if "pgraft" in res:
             ratio = report["ratios"]["pgraft_p50_over_floor"]
             lines += ["", f"pgraft's sequential p50 is **{ratio:.2f}x** the floor."]
+    for system, why in report.get("failed", {}).items():
+        lines += ["", f"**{LABELS[system]} was not measured: it failed partway ({why}). "
+                      "Its column is missing; the other systems' numbers stand.**"]
     lines += ["", "| target | numbers | met |", "|---|---|---|"]
     for v in report["verdicts"]:
         mark = "not measured" if v["met"] is None else ("**met**" if v["met"] else "**missed**")
@@ -479,12 +482,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return ns
 
 
+
+def _run_system(system: str, directory: str, ns: argparse.Namespace, common: dict[str, Any],
+                timeouts: dict[str, Any]) -> dict[str, Any]:
+    if system == "pgraft":
+        import compare_pgraft
+
+        return compare_pgraft.run_all(directory, windows=ns.windows, **common, **timeouts)
+    if system == "etcd":
+        import compare_etcd
+
+        return compare_etcd.run_all(directory, windows=ns.windows, **common, **timeouts)
+    import compare_pysyncobj
+
+    return compare_pysyncobj.run_all(directory, windows=ns.pysyncobj_windows, **common)
+
+
 def run(ns: argparse.Namespace) -> dict[str, Any]:
     """Measure every chosen system (one at a time) and the floor; write the outputs."""
     started = time.perf_counter()
     results: dict[str, Any] = {}
     samples: dict[str, list[float]] = {}
     versions: dict[str, Any] = {}
+    failed: dict[str, str] = {}
     floor: dict[str, Any] | None = None
     with tempfile.TemporaryDirectory(prefix="pgraft-compare-") as base:
         log(f"floor: fdatasync of 64 B in {base} and a loopback round trip")
@@ -497,19 +517,15 @@ def run(ns: argparse.Namespace) -> dict[str, Any]:
             t0 = time.perf_counter()
             d = os.path.join(base, system)
             os.makedirs(d)
+            try:
+                r = _run_system(system, d, ns, common, timeouts)
+            except Exception as exc:  # one system failing must not lose the others' numbers
+                failed[system] = f"{type(exc).__name__}: {exc}"[:600]
+                log(f"{LABELS[system]} FAILED after {time.perf_counter() - t0:.0f} s: "
+                    f"{failed[system]}")
+                continue
             if system == "pgraft":
-                import compare_pgraft
-
-                r = compare_pgraft.run_all(d, windows=ns.windows, **common, **timeouts)
                 versions["pgraft_impl"] = r.get("implementation")
-            elif system == "etcd":
-                import compare_etcd
-
-                r = compare_etcd.run_all(d, windows=ns.windows, **common, **timeouts)
-            else:
-                import compare_pysyncobj
-
-                r = compare_pysyncobj.run_all(d, windows=ns.pysyncobj_windows, **common)
             samples[system] = r.pop("latency_samples_s")
             versions[system] = r.get("version")
             r["seconds"] = time.perf_counter() - t0
@@ -533,6 +549,7 @@ def run(ns: argparse.Namespace) -> dict[str, Any]:
         "setups": {s: v for s, v in setups(config, versions).items() if s in results},
         "floor": floor,
         "results": results,
+        "failed": failed,
         "ratios": {},
     }
     if "pgraft" in results and floor:
@@ -567,14 +584,14 @@ def main(argv: list[str] | None = None) -> int:
 
     previous = signal.signal(signal.SIGTERM, on_term)
     try:
-        run(ns)
+        report = run(ns)
     except KeyboardInterrupt:
         log("interrupted: every process started was stopped")
         return 130
     finally:
         with contextlib.suppress(ValueError):
             signal.signal(signal.SIGTERM, previous)
-    return 0
+    return 1 if report["failed"] else 0
 
 
 if __name__ == "__main__":
