@@ -63,6 +63,8 @@ EXTENSION_FILES = ("pgraft.control", "pgraft--1.0.control", "pgraft--1.1.control
                    "pgraft--1.1--1.2.sql")
 # Where an installed package carries the extension's sources (setup.py copies postgres/ there).
 PACKAGED_EXTENSION = Path("pgraft") / "pg" / "extension"
+# What to do about an installed package that does not match its own RECORD.
+_REINSTALL = "reinstall pgraft (pip install --force-reinstall pgraft)"
 # What is copied from the source tree to build the package and the extension.
 _SOURCE_GLOBS = ("pyproject.toml", "setup.py", "README*", "LICENSE*", "pgraft/**/*.py",
                  "pgraft/**/*.pyx", "pgraft/**/*.pxd", "pgraft/**/*.h", "pgraft/py.typed",
@@ -176,16 +178,13 @@ def _package_sources(site: Path) -> Sources:
         if os.path.isabs(rel) or not (top == "pgraft" or (top.startswith("pgraft-")
                                                            and top.endswith(".dist-info"))):
             raise InstallError(f"pgraft's RECORD lists {entry}, outside the package and its "
-                               "metadata; reinstall pgraft (pip install --force-reinstall "
-                               "pgraft)")
+                               f"metadata; {_REINSTALL}")
         path = site / rel
         if not path.is_file():
-            raise InstallError(f"{path} is listed in pgraft's RECORD but missing; reinstall "
-                               "pgraft (pip install --force-reinstall pgraft)")
+            raise InstallError(f"{path} is listed in pgraft's RECORD but missing; {_REINSTALL}")
         if entry.hash is None:
             if not rel.endswith(os.sep + "RECORD"):
-                raise InstallError(f"pgraft's RECORD gives no hash for {entry}; reinstall "
-                                   "pgraft (pip install --force-reinstall pgraft)")
+                raise InstallError(f"pgraft's RECORD gives no hash for {entry}; {_REINSTALL}")
         else:
             hashes.append((rel, entry.hash.mode, entry.hash.value))
         files.append(path)
@@ -207,8 +206,7 @@ def verify_copy(src: Path, sources: Sources) -> None:
                                "does not know; reinstall pgraft with this Python's pip") from None
         if base64.urlsafe_b64encode(digest).rstrip(b"=").decode() != value:
             raise InstallError(f"{sources.root / rel} differs from pgraft's RECORD (changed "
-                               "after it was installed); reinstall pgraft (pip install "
-                               "--force-reinstall pgraft)")
+                               f"after it was installed); {_REINSTALL}")
 
 
 def find_pg_config(explicit: str | None) -> str:
