@@ -32,6 +32,10 @@ class build_py_with_extension_sources(build_py):
                 shutil.copy2(path, dest)
 
 
+# The Raft core's modules that have a .pxd (their typed layout) are compiled from their .py
+# sources; pgraft/_impl.py says how PGRAFT_PUREPYTHON=1 still runs them interpreted.
+RAFT_COMPILED = sorted(os.path.basename(p)[:-4] for p in glob.glob("pgraft/raft/*.pxd"))
+
 ext_modules = []
 if os.environ.get("PGRAFT_NO_EXTENSIONS") != "1":
     from Cython.Build import cythonize
@@ -52,6 +56,21 @@ if os.environ.get("PGRAFT_NO_EXTENSIONS") != "1":
             "wraparound": False,
             "cdivision": True,
             "embedsignature": True,
+        },
+    )
+    # The Raft core's hot modules, compiled from their .py sources with the typed layout of
+    # the .pxd beside each (Cython's pure-Python mode). Python's semantics are kept whole:
+    # negative indexes, bounds checks, floor division; the annotations are for mypy, the
+    # .pxd files alone say what is typed.
+    ext_modules += cythonize(
+        [Extension(f"pgraft.raft.{name}", [f"pgraft/raft/{name}.py"],
+                   extra_compile_args=compile_args + ["-Os"])
+         for name in RAFT_COMPILED],
+        compiler_directives={
+            "language_level": "3",
+            "annotation_typing": False,
+            "auto_pickle": False,
+            "binding": False,
         },
     )
 

@@ -6,9 +6,17 @@ persistence contract and :mod:`pgraft.raft.membership` for when a configuration 
 :class:`Raft` (core.py) is the state machine behind it, where every decision is made.
 """
 
-from .core import CAMPAIGN_TRANSFER, Config, Raft
-from .log import RaftLog
-from .membership import (
+import os as _os
+
+from .. import _impl
+
+if _impl.IMPLEMENTATION == "pure":
+    # the compiled modules beside these sources need the compiled codec: run the sources
+    _impl.import_sources_of(__name__, _os.path.dirname(__file__))
+
+from .core import CAMPAIGN_TRANSFER, Config, Raft  # noqa: E402 (after the choice above)
+from .log import RaftLog  # noqa: E402
+from .membership import (  # noqa: E402
     ADD_LEARNER,
     LEARNER,
     PROMOTE,
@@ -20,10 +28,10 @@ from .membership import (
     decode_conf_change,
     encode_conf_change,
 )
-from .progress import Progress
-from .rawnode import RawNode
-from .storage import Compacted, MemoryStorage, Storage
-from .types import (
+from .progress import Progress  # noqa: E402
+from .rawnode import RawNode  # noqa: E402
+from .storage import Compacted, MemoryStorage, Storage  # noqa: E402
+from .types import (  # noqa: E402
     CANDIDATE,
     FOLLOWER,
     LEADER,

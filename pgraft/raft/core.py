@@ -147,6 +147,11 @@ class Raft:
         cfg.validate()
         self.cfg = cfg
         self.id = cfg.node_id
+        # read on every proposal and AppendEntries: plain (typed, when compiled) attributes
+        # rather than the dataclass's (Config is not changed after the node is made)
+        self._max_msg_bytes = cfg.max_msg_bytes
+        self._max_uncommitted = cfg.max_uncommitted
+        self._max_inflight = cfg.max_inflight
         self.rand = cfg.rand if cfg.rand is not None else random.Random(cfg.node_id)
         self.storage = storage
         self.log = RaftLog(storage, cfg.applied, cfg.max_apply_bytes)
@@ -209,7 +214,7 @@ class Raft:
                 continue
             pr = self.prs.get(node_id)
             if pr is None:
-                pr = Progress(last + 1, self.cfg.max_inflight)
+                pr = Progress(last + 1, self._max_inflight)
                 pr.recent_active = True
                 self.prs[node_id] = pr
                 self._match[node_id] = 0
@@ -261,9 +266,9 @@ class Raft:
     def propose(self, data: bytes) -> tuple[int, int]:
         """Append ``data`` as a normal entry on the leader; (index, term) of the entry."""
         self._check_can_propose("append")
-        if len(data) + RECORD_HEADER_SIZE > self.cfg.max_msg_bytes:
+        if len(data) + RECORD_HEADER_SIZE > self._max_msg_bytes:
             raise PayloadTooLarge(f"entry of {len(data)} bytes is larger than the message "
-                                  f"limit of {self.cfg.max_msg_bytes} bytes")
+                                  f"limit of {self._max_msg_bytes} bytes")
         log = self.log
         e = Entry(log.last_index() + 1, self.term, ENTRY_NORMAL, data)
         log.append([e])
@@ -276,8 +281,8 @@ class Raft:
         if self.transferee:
             raise LeadershipTransferInProgress(
                 f"cannot {what}: leadership is being transferred to node {self.transferee}")
-        if self.log.last_index() - self.log.committed >= self.cfg.max_uncommitted:
-            raise Overloaded(f"{self.cfg.max_uncommitted} entries are waiting to commit")
+        if self.log.last_index() - self.log.committed >= self._max_uncommitted:
+            raise Overloaded(f"{self._max_uncommitted} entries are waiting to commit")
 
     def _committed_in_term(self) -> bool:
         return self.log.term(self.log.committed) == self.term
@@ -531,10 +536,17 @@ class Raft:
 
     # ----------------------------------------------------------------- step
     def step(self, m: Any) -> None:
-        """Process one message from a peer."""
+        """Process one message from a peer. Raises InvalidArgument, changing nothing, for a
+        message no correct peer sends: a node id, term or index beyond 2**63 - 1, or entries
+        of a later term than the message's."""
         mtype = m.type
         if m.src == self.id or m.src == 0:
             return
+        if (m.src | m.term | m.log_term | m.index | m.commit | m.reject_hint) >> 63:
+            raise InvalidArgument(f"message {mtype} from node {m.src}: a node id, term or index "
+                                  f"is beyond 2**63 - 1", hint="the peer's data is corrupt")
+        if mtype == MSG_APP and m.entries:
+            self._check_entries(m)
         if m.term > self.term:
             if mtype in (MSG_VOTE, MSG_PRE_VOTE):
                 force = m.context == CAMPAIGN_TRANSFER
@@ -568,6 +580,22 @@ class Raft:
             self._step_follower(m)
         else:
             self._step_candidate(m)
+
+    def _check_entries(self, m: Any) -> None:
+        """The wire's fields are 64-bit, terms and indexes here 63-bit (and typed so when
+        compiled); an AppendEntries also never carries an entry of a later term than its
+        sender's. Checked before anything changes."""
+        ents = m.entries
+        if ents[-1].index >> 63:
+            raise InvalidArgument(f"AppendEntries from node {m.src}: entry index "
+                                  f"{ents[-1].index} is beyond 2**63 - 1",
+                                  hint="the peer's data is corrupt")
+        term = m.term
+        for e in ents:
+            if e.term > term:
+                raise InvalidArgument(f"AppendEntries from node {m.src} in term {term} carries "
+                                      f"entry {e.index} of term {e.term}",
+                                      hint="the peer's data is corrupt")
 
     def _handle_vote(self, m: Any) -> None:
         pre = m.type == MSG_PRE_VOTE
@@ -745,8 +773,10 @@ class Raft:
     def _after_commit(self) -> None:
         if self._conf_index() <= self.log.committed:
             m = self.membership
-            if any(i not in m for i in self.prs):
-                self._sync_progress()
+            for node_id in self.prs:  # a loop, not any(): compiled, no closure per commit
+                if node_id not in m:
+                    self._sync_progress()
+                    break
         if self.id not in self._voters and self._conf_index() <= self.log.committed:
             self._step_down_removed()
 
@@ -774,7 +804,7 @@ class Raft:
         ents: list[Any] = []
         if nxt <= log.last_index():
             try:
-                ents = log.slice(nxt, log.last_index() + 1, self.cfg.max_msg_bytes)
+                ents = log.slice(nxt, log.last_index() + 1, self._max_msg_bytes)
             except Compacted:
                 return self._send_snapshot(to, pr)
         elif not allow_empty:

@@ -42,7 +42,8 @@ class RawNode:
     propose: Callable[[bytes], tuple[int, int]]
 
     def __init__(self, cfg: Config, storage: Storage) -> None:
-        self.raft = raft = Raft(cfg, storage)
+        self.raft = Raft(cfg, storage)
+        raft = self.raft  # an object, so that its bound methods are taken as Python callables
         self.step = raft.step
         self.tick = raft.tick
         self.propose = raft.propose

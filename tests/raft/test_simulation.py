@@ -10,11 +10,7 @@ to leave a leader's Ready outstanding, which changed every seed's course);
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
-
-import pytest
 
 from tests.raft.sim import Simulation
 
@@ -42,24 +38,3 @@ def test_simulation() -> None:
                 f"pytest tests/raft/test_simulation.py): {exc}") from exc
         reads += sim.reads_answered
     print(f"{len(_seeds())} seeds ({reads} reads answered) in {time.monotonic() - start:.1f}s")
-
-
-@pytest.mark.skipif(SEED is not None, reason="replaying one seed")
-def test_simulation_other_twin() -> None:
-    """A few seeds on the other implementation of pgraft._core (pure <-> compiled)."""
-    import pgraft
-
-    env = dict(os.environ)
-    if pgraft.IMPLEMENTATION == "compiled":
-        env["PGRAFT_PUREPYTHON"] = "1"
-    else:
-        env.pop("PGRAFT_PUREPYTHON", None)
-    code = ("from tests.raft.sim import Simulation\n"
-            "import pgraft\n"
-            "for seed in range(1000, 1006):\n"
-            "    Simulation(seed, size=3 if seed % 2 == 0 else 5).run()\n"
-            "print(pgraft.IMPLEMENTATION)\n")
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    out = subprocess.run([sys.executable, "-c", code], cwd=root, env=env,
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
