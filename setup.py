@@ -64,7 +64,7 @@ if os.environ.get("PGRAFT_NO_EXTENSIONS") != "1":
     # .pxd files alone say what is typed.
     ext_modules += cythonize(
         [Extension(f"pgraft.raft.{name}", [f"pgraft/raft/{name}.py"],
-                   extra_compile_args=compile_args + ["-Os"])
+                   extra_compile_args=compile_args + ["-Os", "-Wno-sign-compare"])
          for name in RAFT_COMPILED],
         compiler_directives={
             "language_level": "3",

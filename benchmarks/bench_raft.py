@@ -1,11 +1,24 @@
-"""Leader cost per replicated entry: step one MsgAppResp, take the next Ready, advance.
+"""Leader cost per replicated entry in the Raft core alone (no I/O, no event loop).
 
-A 3-node leader streams a pre-written log to its followers, 64 entries per MsgApp; every
-round acknowledges one message from each follower and takes the Ready that carries the next
-batches (and the commit). Prints microseconds per replicated entry. The acknowledgements are
-built before the clock starts, so the loop measures the core alone.
+Two scenarios on a 3-node leader, ``--batch`` entries per AppendEntries:
 
-    python benchmarks/bench_raft.py [--entries 200000] [--batch 64]
+- ``propose`` (default): every round the leader proposes ``--batch`` entries, takes the Ready
+  (entries to persist, AppendEntries to both followers), persists them in a MemoryStorage and
+  advances; then it steps one MsgAppResp from each follower and takes the Ready that carries
+  the commit and the committed entries. This is the path every client append takes.
+- ``stream``: the leader streams a log written before it was elected (entries of an older
+  term) to its followers: every round steps one MsgAppResp from each follower and takes the
+  Ready with the next batches. This is catch-up replication.
+
+The followers' acknowledgements are built before the clock starts (decoding them is the
+codec's cost, not the core's). Prints microseconds per replicated entry (each entry counts
+once per follower).
+
+    python benchmarks/bench_raft.py [--scenario propose|stream] [--entries 200000]
+                                    [--batch 64] [--size 64] [--setup-only]
+
+``--setup-only`` builds everything and stops before the loop: run under callgrind with and
+without it, the difference is the loop's instructions (benchmarks/raft_core.py does this).
 """
 
 from __future__ import annotations
@@ -15,70 +28,137 @@ import gc
 import os
 import sys
 import time
+from collections.abc import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import pgraft  # noqa: E402
 from pgraft._impl import core  # noqa: E402
+from pgraft.node.process import GC_THRESHOLD  # noqa: E402
 from pgraft.raft import Config, MemoryStorage, RawNode  # noqa: E402
 from pgraft.raft.types import HardState  # noqa: E402
 
+FOLLOWERS = (2, 3)
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--entries", type=int, default=200_000)
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--size", type=int, default=64, help="payload bytes per entry")
-    ns = ap.parse_args()
-    st = MemoryStorage()
-    RawNode.bootstrap(st, {1: ("127.0.0.1", 7001), 2: ("127.0.0.1", 7002),
-                           3: ("127.0.0.1", 7003)})
-    payload = b"x" * ns.size
-    st.append([core.Entry(i, 1, core.ENTRY_NORMAL, payload) for i in range(2, ns.entries + 2)])
-    st.set_hard_state(HardState(1, 0, 1))
-    per_msg = ns.batch * (ns.size + core.RECORD_HEADER_SIZE)
+
+def _persist(st: MemoryStorage, rd: object) -> None:
+    st.append(rd.entries)  # type: ignore[attr-defined]
+    if rd.hard_state is not None:  # type: ignore[attr-defined]
+        st.set_hard_state(rd.hard_state)  # type: ignore[attr-defined]
+
+
+def _elect(st: MemoryStorage, per_msg: int) -> RawNode:
     node = RawNode(Config(1, max_msg_bytes=per_msg, max_inflight=4), st)
     node.campaign()
     for _ in range(3):
         rd = node.ready()
-        st.append(rd.entries)
-        if rd.hard_state is not None:
-            st.set_hard_state(rd.hard_state)
+        _persist(st, rd)
         node.advance(rd)
-        for f in (2, 3):
+        for f in FOLLOWERS:
             node.step(core.Message(core.MSG_PRE_VOTE_RESP, f, 1, node.term + 1))
             node.step(core.Message(core.MSG_VOTE_RESP, f, 1, node.term))
     assert node.role == "leader", node.role
     rd = node.ready()
-    st.append(rd.entries)
+    _persist(st, rd)
     node.advance(rd)
-    last = node.log.last_index()
-    term = node.term
-    # the followers accept the probe at index 1; from then on the leader pipelines. Their
-    # acknowledgements are made before the clock starts: decoding them is the codec's cost,
-    # not the core's
+    return node
+
+
+def _acks(term: int, first: int, last: int, batch: int) -> list[tuple[object, ...]]:
+    """One MsgAppResp per follower for every ``batch`` entries from ``first`` to ``last``."""
     rounds = []
-    acked = 1
+    acked = first
     while acked < last:
-        nxt = min(acked + ns.batch, last)
+        nxt = min(acked + batch, last)
         rounds.append(tuple(core.Message(core.MSG_APP_RESP, f, 1, term, index=nxt)
-                            for f in (2, 3)))
+                            for f in FOLLOWERS))
         acked = nxt
-    replicated = 2 * (last - 1)
+    return rounds
+
+
+def stream(entries: int, batch: int, payload: bytes) -> tuple[Callable[[], None], int]:
+    st = MemoryStorage()
+    RawNode.bootstrap(st, {1: ("127.0.0.1", 7001), 2: ("127.0.0.1", 7002),
+                           3: ("127.0.0.1", 7003)})
+    st.append([core.Entry(i, 1, core.ENTRY_NORMAL, payload) for i in range(2, entries + 2)])
+    st.set_hard_state(HardState(1, 0, 1))
+    node = _elect(st, batch * (len(payload) + core.RECORD_HEADER_SIZE))
+    last = node.log.last_index()
+    # the followers accept the probe at index 1; from then on the leader pipelines
+    rounds = _acks(node.term, 1, last, batch)
     step, ready, advance = node.step, node.ready, node.advance
-    # the pre-built log and acknowledgements are long-lived: keep the collector from walking
-    # them again and again (it would time the heap's size, not the core)
+
+    def run() -> None:
+        for acks in rounds:
+            for m in acks:
+                step(m)
+            advance(ready())
+
+    return run, len(FOLLOWERS) * (last - 1)
+
+
+def propose(entries: int, batch: int, payload: bytes) -> tuple[Callable[[], None], int]:
+    st = MemoryStorage()
+    RawNode.bootstrap(st, {1: ("127.0.0.1", 7001), 2: ("127.0.0.1", 7002),
+                           3: ("127.0.0.1", 7003)})
+    node = _elect(st, batch * (len(payload) + core.RECORD_HEADER_SIZE))
+    start = node.log.last_index()
+    # the empty entry of the new term first, then `batch` proposals per round
+    rounds = _acks(node.term, start - 1, start, 1) + _acks(node.term, start, start + entries,
+                                                           batch)
+    step, ready, advance, propose_one = node.step, node.ready, node.advance, node.propose
+    append, set_hard_state = st.append, st.set_hard_state
+
+    def run() -> None:
+        for acks in rounds[1:]:
+            for _ in range(batch):
+                propose_one(payload)
+            rd = ready()
+            append(rd.entries)
+            if rd.hard_state is not None:
+                set_hard_state(rd.hard_state)
+            advance(rd)
+            for m in acks:
+                step(m)
+            rd = ready()
+            if rd.hard_state is not None:
+                set_hard_state(rd.hard_state)
+            advance(rd)
+
+    for m in rounds[0]:  # the followers take the leader's empty entry before the clock runs
+        node.step(m)
+    node.advance(node.ready())
+    return run, len(FOLLOWERS) * entries
+
+
+SCENARIOS = {"propose": propose, "stream": stream}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--scenario", choices=sorted(SCENARIOS), default="propose")
+    ap.add_argument("--entries", type=int, default=200_000)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--size", type=int, default=64, help="payload bytes per entry")
+    ap.add_argument("--setup-only", action="store_true",
+                    help="stop before the measured loop (for instruction counts)")
+    ns = ap.parse_args()
+    if ns.scenario == "propose" and ns.entries % ns.batch:
+        ap.error("--entries must be a multiple of --batch for the propose scenario")
+    run, replicated = SCENARIOS[ns.scenario](ns.entries, ns.batch, b"x" * ns.size)
+    # as a node runs (pgraft.node.process): the long-lived set-up frozen, a higher threshold
     gc.collect()
     gc.freeze()
+    gc.set_threshold(GC_THRESHOLD, 20, 20)
+    if ns.setup_only:
+        print(f"{pgraft.IMPLEMENTATION}: {replicated} replicated entries set up, loop not run")
+        return
     t0 = time.perf_counter()
-    for acks in rounds:
-        for m in acks:
-            step(m)
-        advance(ready())
+    run()
     dt = time.perf_counter() - t0
     per = dt / replicated * 1e6
-    print(f"{pgraft.IMPLEMENTATION}: {replicated} entries replicated (2 followers, "
-          f"{ns.batch}/message) in {dt:.3f}s: {per:.3f} us per replicated entry")
+    print(f"{pgraft.IMPLEMENTATION}: {replicated} entries replicated ({ns.scenario}, "
+          f"2 followers, {ns.batch}/message) in {dt:.3f}s: {per:.3f} us per replicated entry")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ from pgraft._core cimport Message as CMessage
 
 from .log cimport RaftLog
 from .progress cimport Progress
+from .readonly cimport ReadOnly
+from .types cimport Ready
 
 
 cdef class Raft:
@@ -35,9 +37,11 @@ cdef class Raft:
     cdef public long long heartbeat_elapsed
     cdef public long long randomized_timeout
     cdef public long long transferee
-    cdef public object readonly
+    cdef public ReadOnly readonly
     cdef public long long _flushed_commit
     cdef public bint _bcast_pending
+    cdef public long long _lead_start
+    cdef public long long _pruned_at
     cdef readonly long long _max_msg_bytes
     cdef readonly long long _max_uncommitted
     cdef readonly long long _max_inflight
@@ -68,4 +72,4 @@ cdef class Raft:
     @cython.locals(pr=Progress, committed="long long", last="long long", before="long long")
     cpdef flush(self)
     @cython.locals(log=RaftLog, stable="long long")
-    cpdef advance(self, object rd)
+    cpdef advance(self, Ready rd)

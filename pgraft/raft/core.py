@@ -82,12 +82,15 @@ MSG_SNAP_RESP = core.MSG_SNAP_RESP
 MSG_TIMEOUT_NOW = core.MSG_TIMEOUT_NOW
 MSG_READ_INDEX = core.MSG_READ_INDEX
 MSG_READ_INDEX_RESP = core.MSG_READ_INDEX_RESP
+committed_index = core.committed_index
 VOTE_WON = core.VOTE_WON
 VOTE_LOST = core.VOTE_LOST
 RECORD_HEADER_SIZE = core.RECORD_HEADER_SIZE
 
 #: ``Message.context`` of a vote request sent after TimeoutNow: it bypasses leader stickiness.
 CAMPAIGN_TRANSFER = b"transfer"
+
+NOT_LEADING = 1 << 62  # Raft._lead_start when not leading: above every index
 
 
 @dataclass
@@ -180,6 +183,9 @@ class Raft:
         self.readonly = ReadOnly(cfg.max_pending_reads)
         self._flushed_commit = 0
         self._bcast_pending = False
+        # as leader, the index of the first entry of its term; beyond any index otherwise
+        self._lead_start = NOT_LEADING
+        self._pruned_at = -1  # the committed configuration whose removals _after_commit made
         self._reset_randomized_timeout()
 
     # --------------------------------------------------------- membership
@@ -462,6 +468,8 @@ class Raft:
             self._respond_read(req, refused=True)
         self.prs = {}
         self._match = {}
+        self._lead_start = NOT_LEADING
+        self._pruned_at = -1
 
     def _become_follower(self, term: int, leader_id: int) -> None:
         self._reset(term)
@@ -492,6 +500,7 @@ class Raft:
         self._sync_progress()
         e = Entry(log.last_index() + 1, self.term, ENTRY_NORMAL, b"")
         log.append([e])
+        self._lead_start = e.index
         self._bcast_pending = True
         self._flushed_commit = 0
 
@@ -683,8 +692,7 @@ class Raft:
                 if changed:
                     self._membership_changed()
         log.commit_to(min(m.commit, last_new))
-        self.msgs_after.append(Message(MSG_APP_RESP, self.id, m.src, self.term,
-                                       index=last_new))
+        self.msgs_after.append(Message(MSG_APP_RESP, self.id, m.src, self.term, 0, last_new))
 
     def _handle_snapshot(self, m: Any) -> None:
         log = self.log
@@ -764,20 +772,28 @@ class Raft:
 
     def _maybe_commit(self) -> bool:
         log = self.log
-        idx = core.committed_index(self._voters, self._match)
-        if idx > log.committed and log.term(idx) == self.term:  # Figure 8: own term only
+        idx = committed_index(self._voters, self._match)
+        # Figure 8: only an entry of our own term commits by counting; every entry from the
+        # first of our leadership on is of our term, with no need to look its term up
+        if idx > log.committed and (idx >= self._lead_start or log.term(idx) == self.term):
             log.committed = idx
             return True
         return False
 
     def _after_commit(self) -> None:
-        if self._conf_index() <= self.log.committed:
+        conf_index = self._conf_index()
+        if conf_index > self.log.committed:
+            return
+        if conf_index != self._pruned_at:
+            # once per committed configuration (not per commit): drop the progress of the
+            # nodes it removed
+            self._pruned_at = conf_index
             m = self.membership
-            for node_id in self.prs:  # a loop, not any(): compiled, no closure per commit
+            for node_id in self.prs:
                 if node_id not in m:
                     self._sync_progress()
                     break
-        if self.id not in self._voters and self._conf_index() <= self.log.committed:
+        if self.id not in self._voters:
             self._step_down_removed()
 
     def _step_down_removed(self) -> None:
@@ -798,7 +814,8 @@ class Raft:
                      force: bool = False) -> bool:
         log = self.log
         nxt = pr.next
-        prev_term = log.term(nxt - 1)
+        # entries from the first of our leadership on are of our term (see _maybe_commit)
+        prev_term = self.term if nxt - 1 >= self._lead_start else log.term(nxt - 1)
         if prev_term is None:
             return self._send_snapshot(to, pr)
         ents: list[Any] = []
@@ -809,8 +826,9 @@ class Raft:
                 return self._send_snapshot(to, pr)
         elif not allow_empty:
             return False
+        # positional: the compiled Message's keyword parsing costs more than the rest
         self.msgs.append(Message(MSG_APP, self.id, to, self.term, prev_term, nxt - 1,
-                                 log.committed, entries=ents))
+                                 log.committed, False, 0, ents))
         if not force:
             pr.sent_entries(len(ents), ents[-1].index if ents else nxt - 1)
         pr.sent_commit = log.committed

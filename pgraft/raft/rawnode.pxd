@@ -5,6 +5,7 @@ cimport cython
 
 from .core cimport Raft
 from .log cimport RaftLog
+from .types cimport Ready
 
 
 cdef class RawNode:
@@ -12,12 +13,15 @@ cdef class RawNode:
     cdef public object step
     cdef public object tick
     cdef public object propose
-    cdef public object _prev_hs
-    cdef public object _prev_ss
+    cdef public long long _prev_term
+    cdef public long long _prev_vote
+    cdef public long long _prev_commit
+    cdef public long long _prev_leader
+    cdef public str _prev_role
     cdef public bint _outstanding
 
     @cython.locals(r=Raft, log=RaftLog)
     cpdef bint has_ready(self)
-    @cython.locals(r=Raft, log=RaftLog)
-    cpdef ready(self)
-    cpdef advance(self, object rd)
+    @cython.locals(r=Raft, log=RaftLog, must_sync=bint)
+    cpdef Ready ready(self)
+    cpdef advance(self, Ready rd)

@@ -47,8 +47,13 @@ class RawNode:
         self.step = raft.step
         self.tick = raft.tick
         self.propose = raft.propose
-        self._prev_hs = HardState(raft.term, raft.vote, raft.log.committed)
-        self._prev_ss = SoftState(0, FOLLOWER)
+        # what the runtime was last told (the last hard and soft state advanced), as plain
+        # fields: compared on every Ready
+        self._prev_term = raft.term
+        self._prev_vote = raft.vote
+        self._prev_commit = raft.log.committed
+        self._prev_leader = 0
+        self._prev_role = FOLLOWER
         self._outstanding = False
 
     @staticmethod
@@ -144,14 +149,12 @@ class RawNode:
         if r.role == LEADER:
             r.flush()
         log = r.log
-        ss = self._prev_ss
-        hs = self._prev_hs
         return bool(r.msgs or r.msgs_after or r.read_states
                     or log.has_unhanded() or log.has_next_committed()
-                    or ss.leader_id != r.leader_id
-                    or ss.role != r.role
-                    or hs.term != r.term or hs.vote != r.vote
-                    or hs.commit != log.committed)
+                    or self._prev_leader != r.leader_id
+                    or self._prev_role != r.role
+                    or self._prev_term != r.term or self._prev_vote != r.vote
+                    or self._prev_commit != log.committed)
 
     def ready(self) -> Ready:
         if self._outstanding:
@@ -160,44 +163,54 @@ class RawNode:
         if r.role == LEADER:
             r.flush()
         log = r.log
-        rd = Ready()
-        ss = self._prev_ss
-        if ss.leader_id != r.leader_id or ss.role != r.role:
-            rd.soft_state = SoftState(r.leader_id, r.role)
-        hs = self._prev_hs
-        if hs.term != r.term or hs.vote != r.vote or hs.commit != log.committed:
-            rd.hard_state = HardState(r.term, r.vote, log.committed)
-            if hs.term != r.term or hs.vote != r.vote:
-                rd.must_sync = True
+        soft_state = None
+        if self._prev_leader != r.leader_id or self._prev_role != r.role:
+            soft_state = SoftState(r.leader_id, r.role)
+        hard_state = None
+        must_sync = False
+        if self._prev_term != r.term or self._prev_vote != r.vote:
+            hard_state = HardState(r.term, r.vote, log.committed)
+            must_sync = True
+        elif self._prev_commit != log.committed:
+            hard_state = HardState(r.term, r.vote, log.committed)
+        snapshot = None
         if log.unstable_snapshot is not None and not log.snapshot_handed:
-            rd.snapshot = log.unstable_snapshot
+            snapshot = log.unstable_snapshot
             log.snapshot_handed = True
-            rd.must_sync = True
+            must_sync = True
+        entries = None
         if log.handed < log.last_index():
-            rd.entries = log.take_unhanded()
-            if rd.entries:
-                rd.must_sync = True
-        rd.committed_entries = log.next_committed()
+            entries = log.take_unhanded()
+            if entries:
+                must_sync = True
+        committed = log.next_committed()
+        read_states = None
         if r.read_states:
-            rd.read_states = r.read_states
+            read_states = r.read_states
             r.read_states = []
         msgs = r.msgs
         r.msgs = []
+        held = None
         if r.msgs_after:
-            if rd.must_sync:
-                rd._held = r.msgs_after
+            if must_sync:
+                held = r.msgs_after
             else:
                 msgs.extend(r.msgs_after)
             r.msgs_after = []
-        rd.messages = msgs
         self._outstanding = True
-        return rd
+        return Ready(soft_state, hard_state, entries, snapshot, committed, msgs, read_states,
+                     must_sync, held)
 
     def advance(self, rd: Ready) -> None:
         """``rd`` is durable and its committed entries applied (see Ready)."""
         self._outstanding = False
-        if rd.soft_state is not None:
-            self._prev_ss = rd.soft_state
-        if rd.hard_state is not None:
-            self._prev_hs = rd.hard_state
+        ss = rd.soft_state
+        if ss is not None:
+            self._prev_leader = ss.leader_id
+            self._prev_role = ss.role
+        hs = rd.hard_state
+        if hs is not None:
+            self._prev_term = hs.term
+            self._prev_vote = hs.vote
+            self._prev_commit = hs.commit
         self.raft.advance(rd)

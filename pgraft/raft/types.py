@@ -8,7 +8,7 @@ The core hands the runtime a :class:`Ready` and the runtime reports back with
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from .membership import Membership
@@ -25,18 +25,19 @@ REPLICATE = "replicate"  # pipelined AppendEntries, bounded by the in-flight win
 SNAPSHOT = "snapshot"  # the follower needs compacted entries: a snapshot is being sent
 
 
-@dataclass(frozen=True, slots=True)
-class HardState:
+class HardState(NamedTuple):
     """What must survive a crash: the current term, the vote cast in it (0 = none), and the
-    commit index (the commit index may be persisted lazily: losing it costs nothing but time)."""
+    commit index (the commit index may be persisted lazily: losing it costs nothing but time).
+
+    A named tuple rather than a frozen dataclass: one is made for nearly every Ready, and a
+    frozen dataclass's ``__init__`` costs three ``object.__setattr__`` calls."""
 
     term: int = 0
     vote: int = 0
     commit: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class SoftState:
+class SoftState(NamedTuple):
     """Volatile state the runtime shows to users: who leads, and this node's role."""
 
     leader_id: int = 0
@@ -154,16 +155,20 @@ class Ready:
     __slots__ = ("soft_state", "hard_state", "entries", "snapshot", "committed_entries",
                  "messages", "read_states", "must_sync", "_held")
 
-    def __init__(self) -> None:
-        self.soft_state: SoftState | None = None
-        self.hard_state: HardState | None = None
-        self.entries: list[Any] = []
-        self.snapshot: SnapshotMeta | None = None
-        self.committed_entries: list[Any] = []
-        self.messages: list[Any] = []
-        self.read_states: list[ReadState] = []
-        self.must_sync = False
-        self._held: list[Any] = []
+    def __init__(self, soft_state: SoftState | None = None, hard_state: HardState | None = None,
+                 entries: list[Any] | None = None, snapshot: SnapshotMeta | None = None,
+                 committed_entries: list[Any] | None = None, messages: list[Any] | None = None,
+                 read_states: list[ReadState] | None = None, must_sync: bool = False,
+                 held: list[Any] | None = None) -> None:
+        self.soft_state = soft_state
+        self.hard_state = hard_state
+        self.entries: list[Any] = [] if entries is None else entries
+        self.snapshot = snapshot
+        self.committed_entries: list[Any] = [] if committed_entries is None else committed_entries
+        self.messages: list[Any] = [] if messages is None else messages
+        self.read_states: list[ReadState] = [] if read_states is None else read_states
+        self.must_sync = must_sync
+        self._held: list[Any] = [] if held is None else held
 
     def persists(self) -> bool:
         """True if this Ready carries anything to write (snapshot, entries or hard state)."""

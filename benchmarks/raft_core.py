@@ -1,0 +1,141 @@
+"""The Raft core compiled against the same sources interpreted, per replicated entry.
+
+    python benchmarks/raft_core.py --json benchmarks/results/raft_core.json \
+        --markdown benchmarks/results/raft_core.md
+
+Runs ``benchmarks/bench_raft.py`` (a 3-node leader stepping one MsgAppResp per follower and
+taking the next Ready, the acknowledgements built before the loop) in both implementations:
+the compiled build and ``PGRAFT_PUREPYTHON=1``, with 1 entry per AppendEntries (every entry
+pays the whole per-message path) and with 64. Two measures:
+
+- **instructions** (valgrind's callgrind): the run's total minus the same run stopped before
+  the loop (``--setup-only``), per replicated entry. Deterministic: the ratio does not move
+  with this VM's noisy clock. Skipped, with a note, if valgrind is not installed.
+- **time**: the median of several runs of the loop alone (``time.perf_counter``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+BENCH = HERE / "bench_raft.py"
+IMPLEMENTATIONS = {"compiled": {}, "pure": {"PGRAFT_PUREPYTHON": "1"}}
+
+
+def _env(implementation: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "PGRAFT_PUREPYTHON"}
+    env.update(IMPLEMENTATIONS[implementation])
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+def _bench_args(entries: int, batch: int) -> list[str]:
+    return [str(BENCH), "--entries", str(entries), "--batch", str(batch)]
+
+
+def _check_implementation(implementation: str, out: str) -> None:
+    if not out.startswith(implementation + ":"):
+        raise SystemExit(f"raft_core: expected the {implementation} build, got {out.strip()!r}; "
+                         "build the extensions first (make build)")
+
+
+def time_per_entry(implementation: str, entries: int, batch: int, runs: int) -> float:
+    """Median microseconds per replicated entry over ``runs`` runs of the loop."""
+    samples = []
+    for _ in range(runs):
+        out = subprocess.run([sys.executable, *_bench_args(entries, batch)],
+                             env=_env(implementation), capture_output=True, text=True,
+                             check=True, timeout=600).stdout
+        _check_implementation(implementation, out)
+        samples.append(float(re.search(r"([0-9.]+) us per replicated entry", out).group(1)))
+    return statistics.median(samples)
+
+
+def _callgrind_total(implementation: str, args: list[str]) -> tuple[int, int]:
+    """(instructions of the whole run, entries it replicates or would)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        run = subprocess.run(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/out",
+             sys.executable, *args],
+            env=_env(implementation), capture_output=True, text=True, check=True, timeout=1800)
+    _check_implementation(implementation, run.stdout)
+    found = re.search(r"refs:\s+([0-9,]+)", run.stderr)
+    if found is None:
+        raise SystemExit(f"raft_core: no instruction count in valgrind's output:\n"
+                         f"{run.stderr[-2000:]}")
+    replicated = re.search(r"(\d+) (?:entries replicated|replicated entries)", run.stdout)
+    assert replicated is not None, run.stdout
+    return int(found.group(1).replace(",", "")), int(replicated.group(1))
+
+
+def instructions_per_entry(implementation: str, entries: int, batch: int) -> float:
+    args = _bench_args(entries, batch)
+    whole, replicated = _callgrind_total(implementation, args)
+    setup, _ = _callgrind_total(implementation, [*args, "--setup-only"])
+    return (whole - setup) / replicated
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--markdown", type=Path)
+    ap.add_argument("--entries", type=int, default=100_000, help="entries timed per run")
+    ap.add_argument("--callgrind-entries", type=int, default=10_000,
+                    help="entries per run under callgrind (it is ~50x slower)")
+    ap.add_argument("--runs", type=int, default=5, help="timed runs per point (median)")
+    ns = ap.parse_args()
+    have_valgrind = shutil.which("valgrind") is not None
+    rows = []
+    for batch in (1, 64):
+        row: dict[str, object] = {"entries_per_message": batch}
+        for implementation in IMPLEMENTATIONS:
+            entries = ns.entries * (1 if batch == 1 else 4)
+            row[f"{implementation}_us"] = time_per_entry(implementation, entries, batch,
+                                                         ns.runs)
+            if have_valgrind:
+                row[f"{implementation}_instructions"] = instructions_per_entry(
+                    implementation, ns.callgrind_entries * (1 if batch == 1 else 8), batch)
+            print(f"batch {batch} {implementation}: {row}", flush=True)
+        row["time_ratio"] = row["pure_us"] / row["compiled_us"]
+        if have_valgrind:
+            row["instruction_ratio"] = row["pure_instructions"] / row["compiled_instructions"]
+        rows.append(row)
+    report = {"machine": f"{platform.machine()}, CPython {platform.python_version()}",
+              "valgrind": have_valgrind, "rows": rows}
+    if ns.json:
+        ns.json.write_text(json.dumps(report, indent=2) + "\n")
+    table = ["| entries per AppendEntries | compiled | pure | speed-up (time) "
+             "| instructions compiled | instructions pure | speed-up (instructions) |",
+             "|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        ins = (f"{row['compiled_instructions']:,.0f} | {row['pure_instructions']:,.0f} | "
+               f"{row['instruction_ratio']:.2f}x" if have_valgrind else
+               "not measured | not measured | (valgrind is not installed) ")
+        table.append(f"| {row['entries_per_message']} | {row['compiled_us']:.2f} µs "
+                     f"| {row['pure_us']:.2f} µs | {row['time_ratio']:.2f}x | {ins} |")
+    text = "\n".join(table)
+    print(text)
+    if ns.markdown:
+        ns.markdown.write_text(
+            "# The Raft core, compiled vs pure\n\n"
+            "`python benchmarks/raft_core.py --json benchmarks/results/raft_core.json "
+            "--markdown benchmarks/results/raft_core.md`\n\n"
+            f"Machine: {report['machine']}. Per replicated entry; time is the median of "
+            f"{ns.runs} runs, instructions are callgrind's count of the loop alone.\n\n"
+            + text + "\n")
+
+
+if __name__ == "__main__":
+    main()
