@@ -3,7 +3,7 @@
 #   make test    setup + the whole test suite (both the compiled and the pure-Python twins)
 #   make check   the everyday loop: unit, core, client, node and cluster tests; no root, no apt,
 #                no PostgreSQL (tests that need root skip themselves)
-#   make bench   micro benchmarks (compiled vs pure) -> benchmarks/results/
+#   make bench   micro benchmarks and the Raft core (compiled vs pure) -> benchmarks/results/
 #   make lint    ruff (+ mypy)
 #   make demo    the seed's walkthrough in SQL on local PostgreSQL 15 servers (installs first)
 #   make demo-local  the same walkthrough with plain `pgraft serve` processes, no PostgreSQL
@@ -42,6 +42,7 @@ check:
 
 bench: setup
 	$(PY) benchmarks/micro.py --json benchmarks/results/micro.json --markdown benchmarks/results/micro.md
+	$(PY) benchmarks/raft_core.py --json benchmarks/results/raft_core.json --markdown benchmarks/results/raft_core.md
 	$(PY) -m pytest benchmarks --benchmark-enable --benchmark-only -q
 
 bench-cluster: setup

@@ -41,8 +41,11 @@ if os.environ.get("PGRAFT_NO_EXTENSIONS") != "1":
     from Cython.Build import cythonize
 
     # -g0 after Python's own -g: no debug info in the shipped modules (the wheel stays small;
-    # scripts/build-wheel.sh strips what is left)
-    compile_args = ["-O3", "-fno-strict-aliasing", "-g0"]
+    # scripts/build-wheel.sh strips what is left). No unwind tables either: nothing unwinds
+    # through these frames (no C++, no pthread_cancel); only native stack walkers (perf's
+    # dwarf mode) see less. Together with -Os below they keep the wheel under 1 MB.
+    compile_args = ["-O3", "-fno-strict-aliasing", "-g0", "-fno-asynchronous-unwind-tables",
+                    "-fno-unwind-tables"]
     ext_modules = cythonize(
         [
             Extension(f"pgraft.{name}", [f"pgraft/{name}.pyx"], extra_compile_args=compile_args)
@@ -61,7 +64,10 @@ if os.environ.get("PGRAFT_NO_EXTENSIONS") != "1":
     # The Raft core's hot modules, compiled from their .py sources with the typed layout of
     # the .pxd beside each (Cython's pure-Python mode). Python's semantics are kept whole:
     # negative indexes, bounds checks, floor division; the annotations are for mypy, the
-    # .pxd files alone say what is typed.
+    # .pxd files alone say what is typed. -Os: half the size of -O3, and as fast within
+    # this VM's run-to-run noise in benchmarks/bench_raft.py (their cost is in calls into the
+    # interpreter's C API, not in loops the optimizer could unroll). Comparisons of the wire's unsigned
+    # fields with the core's signed ones are safe: Raft.step refuses values beyond 2**63 - 1.
     ext_modules += cythonize(
         [Extension(f"pgraft.raft.{name}", [f"pgraft/raft/{name}.py"],
                    extra_compile_args=compile_args + ["-Os", "-Wno-sign-compare"])

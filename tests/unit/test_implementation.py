@@ -33,6 +33,20 @@ def test_the_raft_core_runs_as_the_implementation_says() -> None:
         assert module.__file__ is not None and module.__file__.endswith(suffix), module.__file__
 
 
+def test_the_compiled_raft_core_is_not_older_than_its_sources() -> None:
+    # Python imports a compiled module before its source: after an edit, a stale build would
+    # run the old core without a word
+    if pgraft.IMPLEMENTATION != "compiled":
+        return
+    suffix = sysconfig.get_config_var("EXT_SUFFIX")
+    for name in RAFT_COMPILED:
+        base = os.path.join(RAFT_DIR, name)
+        sources = [p for p in (base + ".py", base + ".pxd") if os.path.exists(p)]
+        built = os.path.getmtime(base + suffix)
+        stale = [p for p in sources if os.path.getmtime(p) > built]
+        assert not stale, f"{base + suffix} is older than {stale}: run `make build`"
+
+
 def test_every_typed_layout_is_compiled() -> None:
     pxds = glob.glob(os.path.join(RAFT_DIR, "*.pxd"))  # a checkout has them, a wheel does not
     assert not pxds or sorted(os.path.basename(p)[:-4] for p in pxds) == sorted(RAFT_COMPILED)
