@@ -74,7 +74,7 @@ lint: setup
 	$(VENV)/bin/mypy pgraft
 
 clean:
-	rm -rf build dist *.egg-info pgraft/*.so pgraft/_core.c pgraft/_log.c
+	rm -rf build dist *.egg-info pgraft/*.so pgraft/_core.c pgraft/_log.c pgraft/raft/*.so pgraft/raft/*.c
 
 # ---- PostgreSQL side ------------------------------------------------------------
 #   make system-deps  PostgreSQL 15, plpython3, server headers, python3-venv, a C toolchain

@@ -15,7 +15,10 @@ codec's cost, not the core's). Prints microseconds per replicated entry (each en
 once per follower).
 
     python benchmarks/bench_raft.py [--scenario propose|stream] [--entries 200000]
-                                    [--batch 64] [--size 64] [--setup-only]
+                                    [--batch 64] [--size 64] [--setup-only] [--core-sources]
+
+``--core-sources`` runs the Raft core's ``.py`` sources with the compiled codec: the build as it
+was before the core was compiled (``PGRAFT_PUREPYTHON=1`` runs the sources and the pure codec).
 
 ``--setup-only`` builds everything and stops before the loop: run under callgrind with and
 without it, the difference is the loop's instructions (benchmarks/raft_core.py does this).
@@ -33,6 +36,12 @@ from collections.abc import Callable
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import pgraft  # noqa: E402
+from pgraft import _impl  # noqa: E402
+
+if "--core-sources" in sys.argv:  # before pgraft.raft is first imported
+    _impl.import_sources_of("pgraft.raft", os.path.join(os.path.dirname(pgraft.__file__), "raft"))
+
+import pgraft.raft.core  # noqa: E402
 from pgraft._impl import core  # noqa: E402
 from pgraft.node.process import GC_THRESHOLD  # noqa: E402
 from pgraft.raft import Config, MemoryStorage, RawNode  # noqa: E402
@@ -142,22 +151,26 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=64, help="payload bytes per entry")
     ap.add_argument("--setup-only", action="store_true",
                     help="stop before the measured loop (for instruction counts)")
+    ap.add_argument("--core-sources", action="store_true",
+                    help="the Raft core's .py sources with the compiled codec")
     ns = ap.parse_args()
     if ns.scenario == "propose" and ns.entries % ns.batch:
         ap.error("--entries must be a multiple of --batch for the propose scenario")
     run, replicated = SCENARIOS[ns.scenario](ns.entries, ns.batch, b"x" * ns.size)
+    built = "core interpreted" if pgraft.raft.core.__file__.endswith(".py") else "core compiled"
+    label = f"{pgraft.IMPLEMENTATION}, {built}"
     # as a node runs (pgraft.node.process): the long-lived set-up frozen, a higher threshold
     gc.collect()
     gc.freeze()
     gc.set_threshold(GC_THRESHOLD, 20, 20)
     if ns.setup_only:
-        print(f"{pgraft.IMPLEMENTATION}: {replicated} replicated entries set up, loop not run")
+        print(f"{label}: {replicated} replicated entries set up, loop not run")
         return
     t0 = time.perf_counter()
     run()
     dt = time.perf_counter() - t0
     per = dt / replicated * 1e6
-    print(f"{pgraft.IMPLEMENTATION}: {replicated} entries replicated ({ns.scenario}, "
+    print(f"{label}: {replicated} entries replicated ({ns.scenario}, "
           f"2 followers, {ns.batch}/message) in {dt:.3f}s: {per:.3f} us per replicated entry")
 
 

@@ -4,9 +4,10 @@
         --markdown benchmarks/results/raft_core.md
 
 Runs ``benchmarks/bench_raft.py`` (a 3-node leader in the Raft core alone; its ``propose``
-and ``stream`` scenarios) in both implementations: the compiled build and
-``PGRAFT_PUREPYTHON=1``, with 1 entry per AppendEntries (every entry pays the whole
-per-message path) and with 64. Two measures:
+and ``stream`` scenarios) on three builds: ``compiled`` (core and codec compiled),
+``sources`` (the core's ``.py`` sources on the compiled codec, as before the core was
+compiled) and ``pure`` (``PGRAFT_PUREPYTHON=1``), with 1 entry per AppendEntries (every entry
+pays the whole per-message path) and with 64. Two measures:
 
 - **instructions** (valgrind's callgrind): the run's total minus the same run stopped before
   the loop (``--setup-only``), per replicated entry. Deterministic: the ratio does not move
@@ -31,24 +32,31 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 BENCH = HERE / "bench_raft.py"
-IMPLEMENTATIONS = {"compiled": {}, "pure": {"PGRAFT_PUREPYTHON": "1"}}
+# build -> (environment, extra bench_raft.py arguments, what its output line starts with)
+IMPLEMENTATIONS: dict[str, tuple[dict[str, str], list[str], str]] = {
+    "compiled": ({}, [], "compiled, core compiled"),
+    "sources": ({}, ["--core-sources"], "compiled, core interpreted"),
+    "pure": ({"PGRAFT_PUREPYTHON": "1"}, [], "pure, core interpreted"),
+}
 
 
 def _env(implementation: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "PGRAFT_PUREPYTHON"}
-    env.update(IMPLEMENTATIONS[implementation])
+    env.update(IMPLEMENTATIONS[implementation][0])
     env["PYTHONPATH"] = str(ROOT)
     return env
 
 
-def _bench_args(scenario: str, entries: int, batch: int) -> list[str]:
-    return [str(BENCH), "--scenario", scenario, "--entries", str(entries), "--batch", str(batch)]
+def _bench_args(implementation: str, scenario: str, entries: int, batch: int) -> list[str]:
+    return [str(BENCH), "--scenario", scenario, "--entries", str(entries), "--batch", str(batch),
+            *IMPLEMENTATIONS[implementation][1]]
 
 
 def _check_implementation(implementation: str, out: str) -> None:
-    if not out.startswith(implementation + ":"):
-        raise SystemExit(f"raft_core: expected the {implementation} build, got {out.strip()!r}; "
-                         "build the extensions first (make build)")
+    expected = IMPLEMENTATIONS[implementation][2]
+    if not out.startswith(expected + ":"):
+        raise SystemExit(f"raft_core: expected {expected!r}, got {out.strip()!r}; build the "
+                         "extensions first (make build)")
 
 
 def time_per_entry(implementation: str, scenario: str, entries: int, batch: int,
@@ -56,7 +64,8 @@ def time_per_entry(implementation: str, scenario: str, entries: int, batch: int,
     """Median microseconds per replicated entry over ``runs`` runs of the loop."""
     samples = []
     for _ in range(runs):
-        out = subprocess.run([sys.executable, *_bench_args(scenario, entries, batch)],
+        out = subprocess.run([sys.executable, *_bench_args(implementation, scenario, entries,
+                                                           batch)],
                              env=_env(implementation), capture_output=True, text=True,
                              check=True, timeout=600).stdout
         _check_implementation(implementation, out)
@@ -85,10 +94,24 @@ def _callgrind_total(implementation: str, args: list[str]) -> tuple[int, int]:
 
 def instructions_per_entry(implementation: str, scenario: str, entries: int,
                            batch: int) -> float:
-    args = _bench_args(scenario, entries, batch)
+    args = _bench_args(implementation, scenario, entries, batch)
     whole, replicated = _callgrind_total(implementation, args)
     setup, _ = _callgrind_total(implementation, [*args, "--setup-only"])
     return (whole - setup) / replicated
+
+
+def _cell(row: dict[str, float | int | str], build: str, instructions: bool) -> str:
+    text = f"{float(row[build + '_us']):.2f} µs"
+    if instructions:
+        text += f" ({float(row[build + '_instructions']):,.0f})"
+    return text
+
+
+def _ratio(row: dict[str, float | int | str], base: str, instructions: bool) -> str:
+    text = f"{float(row['time_ratio_' + base]):.2f}x"
+    if instructions:
+        text += f" ({float(row['instruction_ratio_' + base]):.2f}x)"
+    return text
 
 
 def main() -> None:
@@ -112,29 +135,27 @@ def main() -> None:
                 if have_valgrind:
                     row[f"{implementation}_instructions"] = instructions_per_entry(
                         implementation, scenario, ns.callgrind_entries * scale, batch)
-            row["time_ratio"] = float(row["pure_us"]) / float(row["compiled_us"])
-            if have_valgrind:
-                row["instruction_ratio"] = (float(row["pure_instructions"])
-                                            / float(row["compiled_instructions"]))
+            for base in ("sources", "pure"):
+                row[f"time_ratio_{base}"] = float(row[f"{base}_us"]) / float(row["compiled_us"])
+                if have_valgrind:
+                    row[f"instruction_ratio_{base}"] = (float(row[f"{base}_instructions"])
+                                                        / float(row["compiled_instructions"]))
             print(row, flush=True)
             rows.append(row)
     report = {"machine": f"{platform.machine()}, CPython {platform.python_version()}",
               "valgrind": have_valgrind, "rows": rows}
     if ns.json:
         ns.json.write_text(json.dumps(report, indent=2) + "\n")
-    table = ["| scenario | entries per AppendEntries | compiled | pure | speed-up (time) "
-             "| instructions, compiled | instructions, pure | speed-up (instructions) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    table = ["| scenario | entries per AppendEntries | compiled | sources | pure "
+             "| compiled vs sources | compiled vs pure |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
-        if have_valgrind:
-            ins = (f"{float(row['compiled_instructions']):,.0f} | "
-                   f"{float(row['pure_instructions']):,.0f} | "
-                   f"{float(row['instruction_ratio']):.2f}x")
-        else:
-            ins = "not measured | not measured | (valgrind is not installed)"
         table.append(f"| {row['scenario']} | {row['entries_per_message']} "
-                     f"| {float(row['compiled_us']):.2f} µs | {float(row['pure_us']):.2f} µs "
-                     f"| {float(row['time_ratio']):.2f}x | {ins} |")
+                     f"| {_cell(row, 'compiled', have_valgrind)} "
+                     f"| {_cell(row, 'sources', have_valgrind)} "
+                     f"| {_cell(row, 'pure', have_valgrind)} "
+                     f"| {_ratio(row, 'sources', have_valgrind)} "
+                     f"| {_ratio(row, 'pure', have_valgrind)} |")
     text = "\n".join(table)
     print(text)
     if ns.markdown:
@@ -143,8 +164,12 @@ def main() -> None:
             "`python benchmarks/raft_core.py --json benchmarks/results/raft_core.json "
             "--markdown benchmarks/results/raft_core.md`\n\n"
             f"Machine: {report['machine']}. Per replicated entry (an entry counts once per "
-            f"follower); time is the median of {ns.runs} runs, instructions are callgrind's "
-            "count of the loop alone (the run minus the same run stopped before the loop).\n\n"
+            f"follower): time, the median of {ns.runs} runs, and in brackets callgrind's count "
+            "of instructions of the loop alone (the run minus the same run stopped before the "
+            "loop)" + ("" if have_valgrind else " -- not measured: valgrind is not installed")
+            + ". compiled: the compiled core and codec; sources: the core's .py sources with the "
+            "compiled codec (the build before the core was compiled); pure: "
+            "PGRAFT_PUREPYTHON=1, sources and pure codec.\n\n"
             + text + "\n")
 
 

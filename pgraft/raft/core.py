@@ -90,7 +90,12 @@ RECORD_HEADER_SIZE = core.RECORD_HEADER_SIZE
 #: ``Message.context`` of a vote request sent after TimeoutNow: it bypasses leader stickiness.
 CAMPAIGN_TRANSFER = b"transfer"
 
-NOT_LEADING = 1 << 62  # Raft._lead_start when not leading: above every index
+NOT_LEADING = (1 << 63) - 1  # Raft._lead_start when not leading: no index is above it
+
+# Config fields the compiled core keeps as 64-bit signed integers
+_CONFIG_INTS = ("election_ticks", "heartbeat_ticks", "max_msg_bytes", "max_inflight",
+                "promote_within", "promote_ticks", "max_uncommitted", "max_pending_reads",
+                "max_apply_bytes", "applied")
 
 
 @dataclass
@@ -133,6 +138,12 @@ class Config:
 
     def validate(self) -> None:
         validate_node_id(self.node_id)
+        for name in _CONFIG_INTS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not (
+                    0 <= value <= NOT_LEADING):
+                raise InvalidArgument(f"Config.{name} must be an integer from 0 to 2**63 - 1, "
+                                      f"not {value!r}")
         if self.heartbeat_ticks < 1 or self.election_ticks <= self.heartbeat_ticks:
             raise InvalidArgument("election_ticks must be greater than heartbeat_ticks >= 1")
         if self.max_inflight < 1 or self.max_msg_bytes < 1 or self.max_uncommitted < 1:
@@ -548,6 +559,8 @@ class Raft:
         """Process one message from a peer. Raises InvalidArgument, changing nothing, for a
         message no correct peer sends: a node id, term or index beyond 2**63 - 1, or entries
         of a later term than the message's."""
+        if m is None:
+            raise TypeError("Raft.step() takes a Message, not None")
         mtype = m.type
         if m.src == self.id or m.src == 0:
             return
@@ -556,6 +569,8 @@ class Raft:
                                   f"is beyond 2**63 - 1", hint="the peer's data is corrupt")
         if mtype == MSG_APP and m.entries:
             self._check_entries(m)
+        elif mtype == MSG_SNAP and m.snapshot is not None:
+            self._check_snapshot(m)
         if m.term > self.term:
             if mtype in (MSG_VOTE, MSG_PRE_VOTE):
                 force = m.context == CAMPAIGN_TRANSFER
@@ -605,6 +620,14 @@ class Raft:
                 raise InvalidArgument(f"AppendEntries from node {m.src} in term {term} carries "
                                       f"entry {e.index} of term {e.term}",
                                       hint="the peer's data is corrupt")
+
+    def _check_snapshot(self, m: Any) -> None:
+        """A MSG_SNAP's header names the snapshot its metadata describes."""
+        meta = SnapshotMeta.decode(m.snapshot)
+        if meta.index != m.index or meta.term != m.log_term:
+            raise InvalidArgument(f"snapshot message from node {m.src} says index {m.index} "
+                                  f"term {m.log_term}, its metadata index {meta.index} term "
+                                  f"{meta.term}", hint="the peer's data is corrupt")
 
     def _handle_vote(self, m: Any) -> None:
         pre = m.type == MSG_PRE_VOTE
@@ -748,6 +771,11 @@ class Raft:
         pr = self.prs.get(m.src)
         if pr is None:
             return
+        if not m.reject and m.index > self.log.last_index():
+            # a follower holds no entry its leader lacks (this term's entries are all ours)
+            raise InvalidArgument(f"node {m.src} acknowledged index {m.index}, beyond this "
+                                  f"leader's last index {self.log.last_index()}",
+                                  hint="the peer's data is corrupt")
         pr.recent_active = True
         pr.quiet_ticks = 0
         self._bcast_pending = True  # the follower may be ready for more (checked in flush)
@@ -773,9 +801,9 @@ class Raft:
     def _maybe_commit(self) -> bool:
         log = self.log
         idx = committed_index(self._voters, self._match)
-        # Figure 8: only an entry of our own term commits by counting; every entry from the
-        # first of our leadership on is of our term, with no need to look its term up
-        if idx > log.committed and (idx >= self._lead_start or log.term(idx) == self.term):
+        # Figure 8: only an entry of our own term commits by counting, and those are exactly
+        # the entries from the first of our leadership on (no term lookup needed)
+        if idx > log.committed and idx >= self._lead_start:
             log.committed = idx
             return True
         return False
@@ -900,6 +928,8 @@ class Raft:
     def advance(self, rd: Ready) -> None:
         """``rd`` (built by RawNode from this state machine) is durable and its committed
         entries applied: count what became durable, send what was held back until then."""
+        if rd is None:
+            raise TypeError("Raft.advance() takes the Ready from RawNode.ready(), not None")
         log = self.log
         if rd.snapshot is not None:
             log.stable_snapshot_to(rd.snapshot.index)

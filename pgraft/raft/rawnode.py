@@ -203,6 +203,8 @@ class RawNode:
 
     def advance(self, rd: Ready) -> None:
         """``rd`` is durable and its committed entries applied (see Ready)."""
+        if rd is None:
+            raise TypeError("RawNode.advance() takes the Ready from ready(), not None")
         self._outstanding = False
         ss = rd.soft_state
         if ss is not None:

@@ -1,4 +1,4 @@
-"""A message no correct peer sends is refused with InvalidArgument before anything changes.
+"""What no correct peer or caller gives the Raft core is refused before anything changes.
 
 The wire carries 64-bit fields; the core's node ids, terms and indexes are 63-bit (typed so
 when compiled), and an AppendEntries never carries an entry of a later term than its sender's.
@@ -11,7 +11,7 @@ import pytest
 
 from pgraft._impl import core
 from pgraft.errors import InvalidArgument
-from pgraft.raft import Config, MemoryStorage, RawNode
+from pgraft.raft import Config, MemoryStorage, RawNode, SnapshotMeta
 
 TOO_BIG = 1 << 63
 
@@ -75,3 +75,61 @@ def test_an_entry_of_a_later_term_than_its_message_is_refused() -> None:
         node.step(_append(2, 1, [2, 3]))
     assert _state(node) == before
     assert node.log.last_index() == 1
+
+
+def _leader() -> RawNode:
+    st = MemoryStorage()
+    RawNode.bootstrap(st, {1: ("127.0.0.1", 7001), 2: ("127.0.0.1", 7002),
+                           3: ("127.0.0.1", 7003)})
+    node = RawNode(Config(1), st)
+    node.campaign()
+    for _ in range(3):
+        rd = node.ready()
+        st.append(rd.entries)
+        if rd.hard_state is not None:
+            st.set_hard_state(rd.hard_state)
+        node.advance(rd)
+        for f in (2, 3):
+            node.step(core.Message(core.MSG_PRE_VOTE_RESP, f, 1, node.term + 1))
+            node.step(core.Message(core.MSG_VOTE_RESP, f, 1, node.term))
+    assert node.role == "leader"
+    return node
+
+
+def test_an_acknowledgement_beyond_the_leaders_log_is_refused() -> None:
+    node = _leader()
+    last, commit = node.log.last_index(), node.log.committed
+    with pytest.raises(InvalidArgument, match=f"beyond this leader's last index {last}"):
+        node.step(core.Message(core.MSG_APP_RESP, 2, 1, node.term, index=last + 5))
+    assert node.status().progress[2].match == 0
+    assert (node.log.last_index(), node.log.committed) == (last, commit)
+    node.step(core.Message(core.MSG_APP_RESP, 2, 1, node.term, index=last))  # the real one
+    assert node.status().progress[2].match == last
+
+
+def test_a_snapshot_whose_metadata_disagrees_with_its_header_is_refused() -> None:
+    node = _follower()
+    before = _state(node)
+    meta = SnapshotMeta(5, 2, node.membership)
+    with pytest.raises(InvalidArgument, match="its metadata index 5 term 2"):
+        node.step(core.Message(core.MSG_SNAP, 2, 1, 2, 2, 6, 5, snapshot=meta.encode()))
+    assert _state(node) == before
+    assert node.log.committed == 1
+
+
+@pytest.mark.parametrize(("field", "value"), [("max_inflight", 2.5), ("max_msg_bytes", 1 << 63),
+                                              ("max_apply_bytes", -1), ("election_ticks", "10"),
+                                              ("applied", None)])
+def test_a_config_value_the_core_cannot_hold_is_refused(field: str, value: object) -> None:
+    st = MemoryStorage()
+    RawNode.bootstrap(st, {1: ("127.0.0.1", 7001)})
+    with pytest.raises(InvalidArgument, match=f"Config.{field} must be an integer"):
+        RawNode(Config(1, **{field: value}), st)  # type: ignore[arg-type]
+
+
+def test_none_is_refused_where_a_message_or_a_ready_belongs() -> None:
+    node = _follower()
+    with pytest.raises(TypeError, match="takes a Message"):
+        node.step(None)
+    with pytest.raises(TypeError, match="takes the Ready"):
+        node.advance(None)  # type: ignore[arg-type]
