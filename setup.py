@@ -66,8 +66,9 @@ if os.environ.get("PGRAFT_NO_EXTENSIONS") != "1":
     # negative indexes, bounds checks, floor division; the annotations are for mypy, the
     # .pxd files alone say what is typed. -Os: half the size of -O3, and as fast within
     # this VM's run-to-run noise in benchmarks/bench_raft.py (their cost is in calls into the
-    # interpreter's C API, not in loops the optimizer could unroll). Comparisons of the wire's unsigned
-    # fields with the core's signed ones are safe: Raft.step refuses values beyond 2**63 - 1.
+    # interpreter's C API, not in loops the optimizer could unroll). Comparisons of the wire's
+    # unsigned fields with the core's signed ones are safe: Raft.step refuses values beyond
+    # 2**63 - 1.
     ext_modules += cythonize(
         [Extension(f"pgraft.raft.{name}", [f"pgraft/raft/{name}.py"],
                    extra_compile_args=compile_args + ["-Os", "-Wno-sign-compare"])
