@@ -90,7 +90,8 @@ RECORD_HEADER_SIZE = core.RECORD_HEADER_SIZE
 #: ``Message.context`` of a vote request sent after TimeoutNow: it bypasses leader stickiness.
 CAMPAIGN_TRANSFER = b"transfer"
 
-NOT_LEADING = (1 << 63) - 1  # Raft._lead_start when not leading: no index is above it
+MAX_INT63 = (1 << 63) - 1  # the largest node id, term, index or Config value the core holds
+NOT_LEADING = MAX_INT63  # Raft._lead_start when not leading: no index is above it
 
 # Config fields the compiled core keeps as 64-bit signed integers
 _CONFIG_INTS = ("election_ticks", "heartbeat_ticks", "max_msg_bytes", "max_inflight",
@@ -141,7 +142,7 @@ class Config:
         for name in _CONFIG_INTS:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not (
-                    0 <= value <= NOT_LEADING):
+                    0 <= value <= MAX_INT63):
                 raise InvalidArgument(f"Config.{name} must be an integer from 0 to 2**63 - 1, "
                                       f"not {value!r}")
         if self.heartbeat_ticks < 1 or self.election_ticks <= self.heartbeat_ticks:

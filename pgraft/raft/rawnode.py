@@ -167,11 +167,9 @@ class RawNode:
         if self._prev_leader != r.leader_id or self._prev_role != r.role:
             soft_state = SoftState(r.leader_id, r.role)
         hard_state = None
-        must_sync = False
-        if self._prev_term != r.term or self._prev_vote != r.vote:
-            hard_state = HardState(r.term, r.vote, log.committed)
-            must_sync = True
-        elif self._prev_commit != log.committed:
+        # a new term or vote must be durable before anything is said; a commit index need not
+        must_sync = self._prev_term != r.term or self._prev_vote != r.vote
+        if must_sync or self._prev_commit != log.committed:
             hard_state = HardState(r.term, r.vote, log.committed)
         snapshot = None
         if log.unstable_snapshot is not None and not log.snapshot_handed:

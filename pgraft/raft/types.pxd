@@ -1,6 +1,6 @@
 # cython: language_level=3
 # Typed layout of pgraft/raft/types.py when it is compiled (see progress.pxd): Ready only, the
-# one value made on every round; the dataclasses stay Python classes.
+# one value made on every round; the named tuples and dataclasses stay Python classes.
 
 cdef class Ready:
     cdef public object soft_state

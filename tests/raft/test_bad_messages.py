@@ -16,11 +16,16 @@ from pgraft.raft import Config, MemoryStorage, RawNode, SnapshotMeta
 TOO_BIG = 1 << 63
 
 
-def _follower() -> RawNode:
+def _three_nodes() -> MemoryStorage:
+    """The storage of node 1 of a freshly bootstrapped 3-node cluster."""
     st = MemoryStorage()
     RawNode.bootstrap(st, {1: ("127.0.0.1", 7001), 2: ("127.0.0.1", 7002),
                            3: ("127.0.0.1", 7003)})
-    return RawNode(Config(1), st)
+    return st
+
+
+def _follower() -> RawNode:
+    return RawNode(Config(1), _three_nodes())
 
 
 def _append(term: int, prev: int, entry_terms: list[int], log_term: int = 1) -> object:
@@ -78,9 +83,7 @@ def test_an_entry_of_a_later_term_than_its_message_is_refused() -> None:
 
 
 def _leader() -> RawNode:
-    st = MemoryStorage()
-    RawNode.bootstrap(st, {1: ("127.0.0.1", 7001), 2: ("127.0.0.1", 7002),
-                           3: ("127.0.0.1", 7003)})
+    st = _three_nodes()
     node = RawNode(Config(1), st)
     node.campaign()
     for _ in range(3):
