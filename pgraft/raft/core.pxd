@@ -38,8 +38,9 @@ cdef class Raft:
     cdef public long long randomized_timeout
     cdef public long long transferee
     cdef public ReadOnly readonly
-    cdef public long long _flushed_commit
     cdef public bint _bcast_pending
+    cdef public bint _commit_due
+    cdef public long long _announced_commit
     cdef public long long _lead_start
     cdef public long long _pruned_at
     cdef readonly long long _max_msg_bytes
@@ -69,7 +70,8 @@ cdef class Raft:
     cpdef _after_commit(self)
     @cython.locals(log=RaftLog, nxt="long long", ents=list)
     cpdef bint _send_append(self, long long to, Progress pr, bint allow_empty, bint force=*)
-    @cython.locals(pr=Progress, committed="long long", last="long long", before="long long")
+    @cython.locals(pr=Progress, committed="long long", last="long long", before="long long",
+                   announce=bint)
     cpdef flush(self)
     @cython.locals(log=RaftLog, stable="long long")
     cpdef advance(self, Ready rd)

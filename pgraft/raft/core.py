@@ -193,8 +193,12 @@ class Raft:
         self.randomized_timeout = cfg.election_ticks
         self.transferee = 0
         self.readonly = ReadOnly(cfg.max_pending_reads)
-        self._flushed_commit = 0
         self._bcast_pending = False
+        # Followers learn a commit index with the next AppendEntries or heartbeat they get;
+        # one that would need a message of its own for it waits for the next tick (one per
+        # tick at most), unless it commits a configuration (see flush).
+        self._commit_due = False
+        self._announced_commit = 0  # the commit index the last announcement carried
         # as leader, the index of the first entry of its term; beyond any index otherwise
         self._lead_start = NOT_LEADING
         self._pruned_at = -1  # the committed configuration whose removals _after_commit made
@@ -415,6 +419,8 @@ class Raft:
             self._hup(False)
 
     def _tick_leader(self) -> None:
+        if self.log.committed > self._announced_commit:
+            self._commit_due = True
         self.heartbeat_elapsed += 1
         self.election_elapsed += 1
         if self.election_elapsed >= self.cfg.election_ticks:
@@ -514,7 +520,7 @@ class Raft:
         log.append([e])
         self._lead_start = e.index
         self._bcast_pending = True
-        self._flushed_commit = 0
+        self._announced_commit = 0
 
     def _hup(self, transfer: bool) -> None:
         if self.role == LEADER or not self._promotable():
@@ -813,6 +819,8 @@ class Raft:
         conf_index = self._conf_index()
         if conf_index > self.log.committed:
             return
+        if conf_index > self._announced_commit:
+            self._commit_due = True  # every member learns a committed configuration at once
         if conf_index != self._pruned_at:
             # once per committed configuration (not per commit): drop the progress of the
             # nodes it removed
@@ -874,15 +882,20 @@ class Raft:
 
     def flush(self) -> None:
         """Leader, called by RawNode before it looks for a Ready: queue what each follower is
-        missing (new entries, or the commit index), and the heartbeat round that reads
-        registered since the last one wait for."""
+        missing (new entries; the commit index alone when it is due: once a tick, or at once
+        for a configuration), and the heartbeat round that reads registered since the last
+        one wait for. Announcing every commit at once would cost an AppendEntries and its
+        acknowledgement per follower per commit: half the messages of sequential writes."""
         if self.readonly.round_due():
             self._bcast_heartbeat()
-        committed = self.log.committed
-        if not self._bcast_pending and committed <= self._flushed_commit:
+        announce = self._commit_due
+        if not self._bcast_pending and not announce:
             return
         self._bcast_pending = False
-        self._flushed_commit = committed
+        committed = self.log.committed
+        if announce:
+            self._commit_due = False
+            self._announced_commit = committed
         last = self.log.last_index()
         for to, pr in self.prs.items():
             while not pr.is_paused():
@@ -893,7 +906,9 @@ class Raft:
                     if pr.state != REPLICATE or pr.next == before:
                         break
                 else:
-                    if pr.sent_commit < committed:
+                    # nothing to send but the commit: a probe (a new or lost follower) goes at
+                    # once, an up-to-date follower gets it when it is due
+                    if pr.sent_commit < committed and (announce or pr.state != REPLICATE):
                         self._send_append(to, pr, True)
                     break
 
@@ -903,8 +918,11 @@ class Raft:
         rnd = self.readonly.next_round()
         committed = self.log.committed
         for to, pr in self.prs.items():
+            commit = min(pr.match, committed)
             self.msgs.append(Message(MSG_HEARTBEAT, self.id, to, self.term, index=rnd,
-                                     commit=min(pr.match, committed)))
+                                     commit=commit))
+            if commit > pr.sent_commit:
+                pr.sent_commit = commit  # it needs no announcement of its own (see flush)
 
     def _leader_read(self, origin: int, context: bytes) -> None:
         if self._voters == (self.id,):
