@@ -10,8 +10,9 @@ The Ready loop (one task per node) follows the contract of :class:`pgraft.raft.R
    durable (the leader's AppendEntries go out in parallel with its own write; acknowledgements
    are held back by the core until ``advance``);
 3. write the snapshot metadata, entries and hard state into the storage (memory-mapped, cheap);
-4. apply the committed entries (already durable) to :class:`pgraft.state.AppliedState`,
-   resolving proposal futures (by index and term) and ReadIndex waiters;
+4. apply the committed entries (durable on a quorum; a follower that catches up applies them
+   before its own sync) to :class:`pgraft.state.AppliedState`, resolving proposal futures (by
+   index and term) and ReadIndex waiters;
 5. if the Ready must be durable, ``sync``. A busy leader (more than one proposal waiting) syncs
    in a worker thread: while that runs the event loop keeps stepping messages and taking
    proposals; they all land in the next Ready, whose entries are written and synced together

@@ -200,15 +200,19 @@ class RaftLog:
             self.unstable_snapshot = None
             self.snapshot_handed = False
 
+    # Committed entries are applied once they are handed to the runtime, not once they are
+    # durable here: a committed entry is durable on a quorum already, and the runtime writes a
+    # Ready's entries before it applies its committed ones. A node that catches up (or joins)
+    # applies what it receives without waiting for its own sync first.
     def has_next_committed(self) -> bool:
         if self.unstable_snapshot is not None:
             return False
-        return self.applied < min(self.committed, self.offset - 1)
+        return self.applied < min(self.committed, self.handed)
 
     def next_committed(self) -> list[Any]:
         if self.unstable_snapshot is not None:
             return []
-        hi = min(self.committed, self.offset - 1)
+        hi = min(self.committed, self.handed)
         if self.applied >= hi:
             return []
         return self.slice(self.applied + 1, hi + 1, self.max_apply_bytes)

@@ -145,9 +145,12 @@ class Ready:
     2. ``snapshot`` (if any) is installed first (``Storage.apply_snapshot``), then ``entries`` are
        appended (``Storage.append``: truncating any conflicting suffix), then ``hard_state`` is
        written; if ``must_sync`` all of it is made durable (fsync) before ``advance``.
-    3. ``committed_entries`` are always already durable on this node (they never include
-       entries of this Ready's ``entries``), so they can be applied at once, in order.
-       ``read_states`` are answered once the applied index reaches their ``index``.
+    3. ``committed_entries`` are durable on a quorum (that is what committed means) but may
+       include entries of this very Ready's ``entries``, not yet durable on this node: apply
+       them, in order, once 2 has *written* this Ready's entries (before or after the sync).
+       A node that crashes before its sync has applied nothing durable, and its peers still
+       hold the entries. ``read_states`` are answered once the applied index reaches their
+       ``index``.
     4. ``advance(ready)`` tells the core that 2 is durable and 3's entries are applied (or
        handed, in order, to the apply machinery).
     """

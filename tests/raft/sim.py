@@ -186,6 +186,11 @@ class Simulation:
         for m in rd.messages:  # allowed before persisting (see Ready)
             self.send(m)
         if crash_chance and self.rand.random() < crash_chance:
+            if self.rand.random() < 0.5:
+                # the runtime may apply committed entries before its sync (see Ready): crash
+                # after applying them, with the Ready's entries not durable yet
+                for e in rd.committed_entries:
+                    self.check_apply(n, e)
             self.crash(n.id)
             return
         if raw.role == LEADER and self.rand.random() < 0.5:
