@@ -520,7 +520,9 @@ class Raft:
         log.append([e])
         self._lead_start = e.index
         self._bcast_pending = True
-        self._announced_commit = 0
+        self._commit_due = False
+        # the commit it inherits needs no announcement of its own (see flush)
+        self._announced_commit = log.committed
 
     def _hup(self, transfer: bool) -> None:
         if self.role == LEADER or not self._promotable():
@@ -819,8 +821,10 @@ class Raft:
         conf_index = self._conf_index()
         if conf_index > self.log.committed:
             return
-        if conf_index > self._announced_commit:
-            self._commit_due = True  # every member learns a committed configuration at once
+        if conf_index > self._announced_commit or self._announced_commit < self._lead_start:
+            # announced at once: a committed configuration, and a new leader's first commit
+            # (which also commits what earlier leaders left uncommitted)
+            self._commit_due = True
         if conf_index != self._pruned_at:
             # once per committed configuration (not per commit): drop the progress of the
             # nodes it removed
@@ -907,8 +911,10 @@ class Raft:
                         break
                 else:
                     # nothing to send but the commit: a probe (a new or lost follower) goes at
-                    # once, an up-to-date follower gets it when it is due
-                    if pr.sent_commit < committed and (announce or pr.state != REPLICATE):
+                    # once; an up-to-date follower gets the last announced commit, even if it
+                    # was paused when that went out
+                    if pr.sent_commit < self._announced_commit or (
+                            pr.state != REPLICATE and pr.sent_commit < committed):
                         self._send_append(to, pr, True)
                     break
 
