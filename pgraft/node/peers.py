@@ -424,7 +424,6 @@ class Peers:
         return link is not None and link.connected
 
     # -------------------------------------------------------------- shutdown
-    # -------------------------------------------------------------- shutdown
     async def close(self) -> None:
         links = list(self.links.values())
         self.links.clear()
