@@ -194,11 +194,10 @@ class Raft:
         self.transferee = 0
         self.readonly = ReadOnly(cfg.max_pending_reads)
         self._bcast_pending = False
-        # Followers learn a commit index with the next AppendEntries or heartbeat they get;
-        # one that would need a message of its own for it waits for the next tick (one per
-        # tick at most), unless it commits a configuration (see flush).
+        # Whether the commit index is to be announced to followers that have every entry
+        # (flush says when), and the last commit index so announced.
         self._commit_due = False
-        self._announced_commit = 0  # the commit index the last announcement carried
+        self._announced_commit = 0
         # as leader, the index of the first entry of its term; beyond any index otherwise
         self._lead_start = NOT_LEADING
         self._pruned_at = -1  # the committed configuration whose removals _after_commit made
@@ -886,10 +885,15 @@ class Raft:
 
     def flush(self) -> None:
         """Leader, called by RawNode before it looks for a Ready: queue what each follower is
-        missing (new entries; the commit index alone when it is due: once a tick, or at once
-        for a configuration), and the heartbeat round that reads registered since the last
-        one wait for. Announcing every commit at once would cost an AppendEntries and its
-        acknowledgement per follower per commit: half the messages of sequential writes."""
+        missing, and the heartbeat round that reads registered since the last one wait for.
+
+        A follower missing entries gets them, and one being probed its probe, at once. One
+        that has every entry gets the commit index alone only when it is announced: at the
+        next tick (``_tick_leader``), or at once for a committed configuration and a new
+        leader's first commit (``_after_commit``); one paused meanwhile gets the announced
+        commit when it can take a message again. Announcing every commit at once would cost
+        an AppendEntries and its acknowledgement per follower per commit: half the messages
+        of sequential writes."""
         if self.readonly.round_due():
             self._bcast_heartbeat()
         announce = self._commit_due
