@@ -246,6 +246,24 @@ cdef class Entry:
         return self.get_record()
 
     @property
+    def size(self):
+        """Bytes of the record (header + payload), without encoding it or slicing the payload
+        out of a decoded record: what batches are measured in."""
+        if self._record is not None:
+            return len(self._record)
+        return REC_HDR + len(self._data)
+
+    @property
+    def tag(self):
+        """The payload's first byte, -1 if it is empty (pgraft's state machine tags each
+        command with it), read without slicing the payload out of a decoded record."""
+        if self._data is not None:
+            return self._data[0] if len(self._data) else -1
+        if len(self._record) <= REC_HDR:
+            return -1
+        return self._record[REC_HDR]
+
+    @property
     def cached_record(self):
         """The record if it is already encoded (or was decoded), else None."""
         return self._record

@@ -188,6 +188,25 @@ class Entry:
         return self._record
 
     @property
+    def size(self) -> int:
+        """Bytes of the record (header + payload), without encoding it or slicing the payload
+        out of a decoded record: what batches are measured in."""
+        if self._record is not None:
+            return len(self._record)
+        assert self._data is not None
+        return RECORD_HEADER_SIZE + len(self._data)
+
+    @property
+    def tag(self) -> int:
+        """The payload's first byte, -1 if it is empty (pgraft's state machine tags each
+        command with it), read without slicing the payload out of a decoded record."""
+        if self._data is not None:
+            return self._data[0] if len(self._data) else -1
+        assert self._record is not None
+        return self._record[RECORD_HEADER_SIZE] if len(self._record) > RECORD_HEADER_SIZE \
+            else -1
+
+    @property
     def cached_record(self) -> Buffer | None:
         """The record if it is already encoded (or was decoded), else None."""
         return self._record

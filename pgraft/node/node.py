@@ -456,13 +456,14 @@ class Node:
             if e.type == ENTRY_CONF_CHANGE:
                 result: Any = self._apply_conf_change(e)
             else:
-                data = e.data
-                if not data:
-                    result = None  # a leader's no-op
-                elif data[0] == TAG_APPEND:
+                # (the tag, not the payload: a decoded entry's payload is a slice to make)
+                tag = e.tag
+                if tag == TAG_APPEND:
                     result = index  # a user append changes nothing but the applied index
+                elif tag < 0:
+                    result = None  # a leader's no-op
                 else:
-                    result = apply_normal(index, e.term, data)
+                    result = apply_normal(index, e.term, e.data)
             if pending:
                 p = pending.pop(index, None)
                 if p is not None:

@@ -76,7 +76,6 @@ SOCKET_FILE = SOCKET_NAME  # made by the listener; the clients find it by this n
 FAILED_MARKER = "STORAGE_FAILED"
 
 ENTRY_CONF_CHANGE = core.ENTRY_CONF_CHANGE
-RECORD_HEADER_SIZE = core.RECORD_HEADER_SIZE
 #: How many of the last appended entries DiskStorage keeps for reading them back, and the
 #: largest average record size of a batch it keeps (see DiskStorage.append).
 RECENT_ENTRIES = 4096
@@ -380,7 +379,7 @@ class DiskStorage:
             out = recent[off:hi - self._recent_first]
             total = 0
             for n, e in enumerate(out):
-                total += RECORD_HEADER_SIZE + len(e.data)
+                total += e.size
                 if total > max_bytes and n:
                     return out[:n]
             return out

@@ -70,6 +70,8 @@ cdef class Raft:
     cpdef _after_commit(self)
     @cython.locals(log=RaftLog, nxt="long long", ents=list)
     cpdef bint _send_append(self, long long to, Progress pr, bint allow_empty, bint force=*)
+    @cython.locals(idx="long long", committed="long long")
+    cpdef _send_commit_after_probe(self, long long to, Progress pr)
     @cython.locals(pr=Progress, committed="long long", last="long long", before="long long",
                    announce=bint)
     cpdef flush(self)

@@ -225,17 +225,26 @@ class Raft:
         m = self.membership
         self._voters = m.voters
         if self.role == LEADER:
-            self._sync_progress()
+            # a member this leader adds is sent its log from the first entry on
+            self._sync_progress(self.log.first_index())
 
-    def _sync_progress(self) -> None:
+    def _sync_progress(self, first_next: int = 0) -> None:
+        """Progress for every member and none for removed ones (once their removal committed).
+        A new member's probe starts at ``first_next`` (default: after the last entry). A
+        leader adding a member starts it at its first entry: an added node is nearly always
+        empty, so the probe at the end of the log would only be rejected, and that rejection
+        needs the new node's connection back to the leader (a round trip and a handshake)
+        before its log can start. A node re-added with its log is sent one batch it has."""
         m = self.membership
         last = self.log.last_index()
+        if not first_next:
+            first_next = last + 1
         for node_id, member in m.items():
             if node_id == self.id:
                 continue
             pr = self.prs.get(node_id)
             if pr is None:
-                pr = Progress(last + 1, self._max_inflight)
+                pr = Progress(first_next, self._max_inflight)
                 pr.recent_active = True
                 self.prs[node_id] = pr
                 self._match[node_id] = 0
@@ -398,6 +407,7 @@ class Raft:
         pr.become_probe()
         if ok:
             pr.probe_sent = True  # wait for the follower's MsgAppResp
+            pr.probe_last = pr.next - 1  # (the snapshot's index)
         self._bcast_pending = True
 
     def report_unreachable(self, node_id: int) -> None:
@@ -906,6 +916,10 @@ class Raft:
             self._announced_commit = committed
         last = self.log.last_index()
         for to, pr in self.prs.items():
+            if pr.probe_sent and pr.state == PROBE:
+                if pr.sent_commit < self._announced_commit and pr.probe_last:
+                    self._send_commit_after_probe(to, pr)
+                continue
             while not pr.is_paused():
                 if pr.next <= last:
                     before = pr.next
@@ -921,6 +935,23 @@ class Raft:
                             pr.state != REPLICATE and pr.sent_commit < committed):
                         self._send_append(to, pr, True)
                     break
+
+    def _send_commit_after_probe(self, to: int, pr: Progress) -> None:
+        """Announce the commit to a follower whose probe is unanswered, as an empty
+        AppendEntries that follows the probe's last entry. If the follower took the probe,
+        its log matches ours up to there and it commits up to there at once (a joining node
+        applies its own addition without waiting for the round trip of its answer); if it
+        did not, it rejects this too, and the rejection is stale (``maybe_decr_to``): the
+        probe goes on as it would have. A heartbeat could not carry it: its commit is bounded
+        by ``match``, which a probe has not established."""
+        idx = pr.probe_last
+        term = self.term if idx >= self._lead_start else self.log.term(idx)
+        if term is None:
+            return
+        committed = self.log.committed
+        self.msgs.append(Message(MSG_APP, self.id, to, self.term, term, idx, committed, False,
+                                 0, []))
+        pr.sent_commit = committed  # told: the next announcement, not the next Ready
 
     def _bcast_heartbeat(self) -> None:
         """Send a new heartbeat round: its acknowledgements confirm every read registered

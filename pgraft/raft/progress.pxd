@@ -7,6 +7,7 @@ cdef class Progress:
     cdef public long long next
     cdef public str state
     cdef public bint probe_sent
+    cdef public long long probe_last
     cdef public object inflight
     cdef public long long max_inflight
     cdef public long long pending_snapshot

@@ -20,7 +20,7 @@ from .types import PROBE, REPLICATE, SNAPSHOT
 
 
 class Progress:
-    __slots__ = ("match", "next", "state", "probe_sent", "inflight", "max_inflight",
+    __slots__ = ("match", "next", "state", "probe_sent", "probe_last", "inflight", "max_inflight",
                  "pending_snapshot", "recent_active", "learner", "caught_up_ticks",
                  "quiet_ticks", "sent_commit", "stalled")
 
@@ -29,6 +29,7 @@ class Progress:
         self.next = next_index
         self.state = PROBE
         self.probe_sent = False
+        self.probe_last = 0  # while probe_sent: the last index that probe carried
         self.inflight: deque[int] = deque()  # last index of each unacknowledged MsgApp
         self.max_inflight = max_inflight
         self.pending_snapshot = 0
@@ -93,6 +94,7 @@ class Progress:
                 self.inflight.append(last)
         elif self.state == PROBE:
             self.probe_sent = True
+            self.probe_last = last
 
     def maybe_update(self, index: int) -> bool:
         """The follower acknowledged its log up to ``index``. True if match moved."""

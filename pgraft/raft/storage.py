@@ -24,7 +24,6 @@ from .membership import EMPTY
 from .types import HardState, SnapshotMeta
 
 ENTRY_CONF_CHANGE = core.ENTRY_CONF_CHANGE
-_OVERHEAD = core.RECORD_HEADER_SIZE
 
 
 class Compacted(Exception):
@@ -63,10 +62,6 @@ class Storage(Protocol):
     def apply_snapshot(self, meta: SnapshotMeta) -> None: ...
 
 
-def entry_size(e: Any) -> int:
-    return len(e.data) + _OVERHEAD
-
-
 def limit_size(ents: list[Any], max_bytes: int) -> list[Any]:
     """The longest prefix of ``ents`` (at least one entry) within ``max_bytes``."""
     if not ents:
@@ -83,7 +78,7 @@ def take_limited(seq: list[Any], start: int, end: int, max_bytes: int) -> list[A
     total = 0
     j = start
     while j < end:
-        total += len(seq[j].data) + _OVERHEAD
+        total += seq[j].size  # (the record's size: no payload slice per entry)
         if total > max_bytes and j > start:
             break
         j += 1

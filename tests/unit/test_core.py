@@ -79,6 +79,24 @@ def test_entry_defaults(core: ModuleType) -> None:
     assert len(e.record) == core.RECORD_HEADER_SIZE
 
 
+@pytest.mark.parametrize("data", [b"", b"\x07", b"\x01payload", bytes(range(256)) * 3])
+def test_entry_size_and_tag_without_the_payload(core: ModuleType, data: bytes) -> None:
+    """``size`` is the record's length and ``tag`` the payload's first byte (-1 if empty),
+    alike for a new entry and a decoded one; reading them on a decoded entry leaves its
+    payload unsliced (batches are measured, and commands told apart, per entry)."""
+    made = core.Entry(4, 2, 0, data)
+    decoded = core.decode_records(bytes(made.record))[0]
+    for e in (made, decoded):
+        assert e.size == core.RECORD_HEADER_SIZE + len(data) == len(e.record)
+        assert e.tag == (data[0] if data else -1)
+    fresh = core.decode_records(bytes(made.record))[0]
+    assert (fresh.size, fresh.tag) == (made.size, made.tag)
+    if core is _core_py:
+        assert fresh._data is None  # still unsliced
+    plain = core.Entry(1, 1, 0, b"abc")
+    assert plain.size == core.RECORD_HEADER_SIZE + 3 and plain.cached_record is None  # not encoded
+
+
 def test_entry_record_is_computed_once(core: ModuleType) -> None:
     e = core.Entry(1, 1, 0, b"x")
     assert e.record is e.record
