@@ -43,6 +43,37 @@ def write_file_atomic(path: str, data: bytes) -> None:
     fsync_dir(directory)
 
 
+def append_durably(path: str, data: bytes) -> None:
+    """Append ``data`` to the existing file ``path`` and fdatasync it. If the write fails
+    part-way, the file is cut back to its old size, so that a failed append leaves nothing
+    for the next one to run into. FileNotFoundError if ``path`` does not exist."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+            os.fdatasync(fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+            raise
+    finally:
+        os.close(fd)
+
+
+def truncate_durably(path: str, size: int) -> None:
+    """Cut ``path`` to ``size`` bytes and sync it."""
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.ftruncate(fd, size)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def errno_text(exc: OSError) -> str:
     """``"Input/output error (EIO)"``: the errno text and its symbolic name."""
     code = exc.errno

@@ -16,21 +16,36 @@ cluster ids, two values make that detectable in the peer handshake:
   showed it; a peer id that later shows another incarnation has lost its durable state and is
   refused, so its votes and acknowledgements are never counted.
 
-Files in the data directory (both written atomically and synced)::
+:meth:`NodeIdentity.check_peer` records a first meeting in memory; the handshake answers the
+peer only once :meth:`NodeIdentity.persist` has made it durable. That write runs on a worker
+thread, and the meetings recorded while one is in flight go in the next (a joining node is
+dialled by every member at once), so the event loop goes on serving meanwhile.
 
-    identity    cluster_id=<hex or empty>\\nincarnation=<hex>\\n
-    peers       <node id> <incarnation>  (one line per peer met)
+One file in the data directory holds it all. It is made atomically with the directory; a
+record is then appended and synced (one fdatasync, where an atomic rewrite costs a rename and
+the directory's sync too), and a last line without its newline, cut short by a crash before
+its sync, is dropped when the file is read::
+
+    identity    cluster_id=<hex or empty>
+                incarnation=<hex>
+                cluster_id=<hex>                (appended once learned: the last one counts)
+                peer=<node id> <incarnation>    (one line per peer met)
+
+Data directories made by pgraft 1.2 and earlier keep the peers they met in a separate
+``peers`` file (``<node id> <incarnation>`` per line, rewritten atomically); it is still read,
+and new records are appended to ``identity``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import os
 import re
 
 from ..errors import MemberRefused, StorageCorrupted
-from ..fsutil import write_file_atomic
+from ..fsutil import append_durably, io_error, truncate_durably, write_file_atomic
 
 log = logging.getLogger("pgraft.identity")
 
@@ -60,23 +75,37 @@ class NodeIdentity:
         self._peers_path = os.path.join(data_dir, PEERS_FILE)
         self.cluster_id: str | None = None
         self.incarnation = ""
-        self.peers: dict[int, str] = {}
+        self.peers: dict[int, str] = {}  # node id -> the incarnation it first showed
+        self._changes = 0  # records made in memory by check_peer
+        self._saved = 0  # of those, the ones known durable
+        self._cluster_unsaved = False
+        self._peers_unsaved: list[int] = []
+        self._saving: asyncio.Future[None] | None = None
         self._load()
 
     # ----------------------------------------------------------------- files
     def _load(self) -> None:
         try:
-            with open(self._path, encoding="ascii", errors="replace") as f:
-                text = f.read()
+            text = self._read_records(self._path)
         except FileNotFoundError:
             # A new data directory, or one made before identities existed: either way this
             # directory's state starts being its own from here on.
             self.incarnation = os.urandom(8).hex()
-            self._save()
+            self._load_legacy_peers()
+            write_file_atomic(self._path, self._identity_body())
             return
-        fields = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
-        incarnation = _check_hex(fields.get("incarnation"))
-        cluster = fields.get("cluster_id", "")
+        incarnation: str | None = None
+        cluster = ""
+        for n, line in enumerate(text.splitlines(), 1):
+            key, sep, value = line.partition("=")
+            if not sep:
+                continue
+            if key == "incarnation":
+                incarnation = _check_hex(value)
+            elif key == "cluster_id":
+                cluster = value  # a learned cluster id is appended: the last one counts
+            elif key == "peer":
+                self._add_loaded_peer(value.split(), self._path, n)
         if incarnation is None or (cluster and _check_hex(cluster) is None):
             raise StorageCorrupted(f"{self._path} is not a valid pgraft identity file",
                                    path=self._path,
@@ -85,34 +114,93 @@ class NodeIdentity:
                                         "under a new id)")
         self.incarnation = incarnation
         self.cluster_id = cluster or None
+        self._load_legacy_peers()
+
+    def _load_legacy_peers(self) -> None:
         try:
-            with open(self._peers_path, encoding="ascii", errors="replace") as f:
-                for n, line in enumerate(f, 1):
-                    parts = line.split()
-                    if not parts:
-                        continue
-                    seen = _check_hex(parts[1]) if len(parts) == 2 else None
-                    if seen is None or not parts[0].isdigit():
-                        raise StorageCorrupted(f"{self._peers_path} line {n} is not "
-                                               "'<node id> <incarnation>'",
-                                               path=self._peers_path)
-                    self.peers[int(parts[0])] = seen
+            text = self._read_records(self._peers_path)
         except FileNotFoundError:
-            pass
+            return
+        for n, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                self._add_loaded_peer(line.split(), self._peers_path, n)
 
-    def _save(self) -> None:
-        write_file_atomic(self._path, f"cluster_id={self.cluster_id or ''}\n"
-                                      f"incarnation={self.incarnation}\n".encode())
+    def _add_loaded_peer(self, parts: list[str], path: str, line: int) -> None:
+        seen = _check_hex(parts[1]) if len(parts) == 2 else None
+        if seen is None or not parts[0].isdigit():
+            raise StorageCorrupted(f"{path} line {line} is not a peer's "
+                                   "'<node id> <incarnation>'", path=path)
+        peer_id = int(parts[0])
+        if self.peers.setdefault(peer_id, seen) != seen:
+            raise StorageCorrupted(f"{path} line {line} gives node {peer_id} a second "
+                                   f"incarnation ({seen}, after {self.peers[peer_id]})",
+                                   path=path)
 
-    def _save_peers(self) -> None:
-        body = "".join(f"{i} {inc}\n" for i, inc in sorted(self.peers.items()))
-        write_file_atomic(self._peers_path, body.encode())
+    def _read_records(self, path: str) -> str:
+        """The complete lines of ``path``. A last line without its newline is an append that
+        a crash cut short: :meth:`persist` had not returned, so nothing relied on it; it is
+        cut off, so that the next append starts a line of its own."""
+        with open(path, "rb") as f:
+            data = f.read()
+        if data and not data.endswith(b"\n"):
+            keep = data.rfind(b"\n") + 1
+            log.warning("node %d: %s ends with an incomplete record (%d bytes, cut short by a "
+                        "crash before it was synced); it is dropped", self.node_id, path,
+                        len(data) - keep)
+            truncate_durably(path, keep)
+            data = data[:keep]
+        return data.decode("ascii", errors="replace")
+
+    def _identity_body(self) -> bytes:
+        peers = "".join(f"peer={i} {inc}\n" for i, inc in sorted(self.peers.items()))
+        return (f"cluster_id={self.cluster_id or ''}\n"
+                f"incarnation={self.incarnation}\n{peers}").encode()
 
     # ---------------------------------------------------------------- cluster
     def set_cluster_id(self, cluster_id: str) -> None:
+        """Set the cluster id and write it at once (a node bootstrapping its cluster)."""
         if self.cluster_id != cluster_id:
             self.cluster_id = cluster_id
-            self._save()
+            write_file_atomic(self._path, self._identity_body())
+
+    @property
+    def unsaved(self) -> bool:
+        """Whether check_peer recorded something that :meth:`persist` has not made durable."""
+        return self._saved < self._changes
+
+    async def persist(self) -> None:
+        """Return once everything check_peer recorded so far is durable. Raises StorageError
+        if it cannot be written (the next call writes it again)."""
+        target = self._changes
+        while self._saved < target:
+            if self._saving is None:
+                self._saving = asyncio.ensure_future(self._write_unsaved())
+            # shielded: a handshake given up (its connection closed) leaves the write to end
+            await asyncio.shield(self._saving)
+
+    async def _write_unsaved(self) -> None:
+        try:
+            changes = self._changes
+            cluster = f"cluster_id={self.cluster_id}\n" if self._cluster_unsaved else ""
+            peer_ids, self._peers_unsaved = self._peers_unsaved, []
+            records = (cluster + "".join(f"peer={i} {self.peers[i]}\n" for i in peer_ids)
+                       ).encode()
+            self._cluster_unsaved = False
+            try:
+                # (one append and one fdatasync, on a worker thread)
+                await asyncio.get_running_loop().run_in_executor(None, append_durably,
+                                                                 self._path, records)
+            except BaseException as exc:
+                # not durable: written again by the next persist (a cluster id line twice
+                # says the same thing twice)
+                self._cluster_unsaved |= bool(cluster)
+                self._peers_unsaved[:0] = peer_ids
+                if isinstance(exc, OSError):
+                    raise io_error("recording the peers met in", self._path, exc) from exc
+                raise
+            self._saved = max(self._saved, changes)
+        finally:
+            self._saving = None
 
     def hello_fields(self) -> dict[str, str]:
         """What this node shows its peers in the handshake."""
@@ -123,8 +211,9 @@ class NodeIdentity:
 
     def check_peer(self, peer_id: int, fields: dict[str, object]) -> MemberRefused | None:
         """Admit (None) or refuse a peer by what it showed in the handshake. A first meeting
-        is recorded durably before this returns, so no message of the peer is stepped before
-        its incarnation is on disk."""
+        (and a cluster id learned) is recorded in memory, so that a second handshake is judged
+        by it at once; no message of the peer may be stepped before :meth:`persist` has
+        written it."""
         cluster = fields.get("cluster_id")
         incarnation = _check_hex(fields.get("incarnation"))
         if incarnation is None:
@@ -152,8 +241,11 @@ class NodeIdentity:
         if cluster and not self.cluster_id:
             log.info("node %d: joined cluster %s (learned from node %d)", self.node_id,
                      cluster, peer_id)
-            self.set_cluster_id(str(cluster))
+            self.cluster_id = str(cluster)
+            self._cluster_unsaved = True
+            self._changes += 1
         if known is None:
             self.peers[peer_id] = incarnation
-            self._save_peers()
+            self._peers_unsaved.append(peer_id)
+            self._changes += 1
         return None

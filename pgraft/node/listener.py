@@ -62,12 +62,20 @@ class ClientHandler(Protocol):
 
 class PeerGate(Protocol):
     """Who may be a peer (pgraft.node.identity.NodeIdentity): the fields this node shows in
-    the peer handshake, and the check of what a peer showed (a refusal, or None to admit it).
-    Both sides of a peer connection ask it (pgraft.node.peers dials)."""
+    the peer handshake, and the check of what a peer showed (a refusal, or None to admit it);
+    what a check recorded must be durable (``persist``) before a message of the peer is
+    stepped, so the listener answers a peer's handshake only then. Both sides of a peer
+    connection check (pgraft.node.peers dials): the side that dials only sends on its link,
+    and the peer's messages come in on the peer's own link, whose handshake waits."""
 
     def hello_fields(self) -> dict[str, str]: ...
 
     def check_peer(self, peer_id: int, fields: dict[str, Any]) -> PgraftError | None: ...
+
+    @property
+    def unsaved(self) -> bool: ...
+
+    async def persist(self) -> None: ...
 
 
 class PeerDirectory(Protocol):
@@ -207,6 +215,9 @@ class _Inbound(asyncio.Protocol):
                 self._drop(f"handshake frame over {HANDSHAKE_MAX_BYTES} bytes")
             return
         mode = self._mode
+        if mode == "recording":
+            self._drop("frames sent before the handshake was answered")
+            return
         if mode == "peer":
             owner.metrics.bytes_received += len(data)
             for item in items:
@@ -238,6 +249,9 @@ class _Inbound(asyncio.Protocol):
             return
         if len(items) > 1:
             rest = items[1:]
+            if self._mode == "recording":
+                self._drop("frames sent before the handshake was answered")
+                return
             if self._mode == "client":
                 self._requests(rest)
             else:
@@ -321,33 +335,61 @@ class _Inbound(asyncio.Protocol):
         if item.get("hello") == "peer":
             peer_id = self._peer_id
             gate = owner.peer_gate
-            peers = owner.peers
             if gate is not None:
                 refusal = gate.check_peer(peer_id, item)
                 if refusal is not None:
-                    peers.report_refused(peer_id, refusal)
+                    owner.peers.report_refused(peer_id, refusal)
                     self._refuse(refusal)
                     return
-                peers.admitted(peer_id)
-            self._mode = "peer"
-            address, port = item.get("address"), item.get("port")
-            if (isinstance(address, str) and address and isinstance(port, int)
-                    and not isinstance(port, bool) and 0 < port < 65536):
-                peers.announced(peer_id, address, port)
-            peers.dialled_by(peer_id)  # it is evidently up: dial it back now
-            ok: dict[str, Any] = {"hello": "ok", "node_id": owner.node_id,
-                                  "version": PROTOCOL_VERSION}
-            if gate is not None:
-                ok.update(gate.hello_fields())
-            transport.write(encode_control(ok))
-            log.debug("node %d: inbound peer %d connected from %s", owner.node_id, peer_id,
-                      self._where)
+                if gate.unsaved:
+                    # What it showed must be durable before it is answered (it sends nothing
+                    # before the answer); the write runs on a worker thread meanwhile.
+                    self._mode = "recording"
+                    task = owner.loop.create_task(self._admit_when_recorded(gate, item))
+                    owner._recording.add(task)
+                    task.add_done_callback(owner._recording.discard)
+                    return
+            self._admit_peer(item)
             return
         self._mode = "client"
         self._client = ClientConnection(transport, owner.loop)
         owner.metrics.client_connections += 1
         transport.write(encode_control(
             {"hello": "ok", "node_id": owner.node_id, "version": PROTOCOL_VERSION}))
+
+    async def _admit_when_recorded(self, gate: PeerGate, item: dict[str, Any]) -> None:
+        try:
+            await gate.persist()
+        except PgraftError as exc:  # the data directory cannot be written: refused, logged
+            if not self._dropped:
+                self._refuse(exc)
+            return
+        if not self._dropped and self._transport is not None \
+                and not self._transport.is_closing():
+            self._admit_peer(item)
+
+    def _admit_peer(self, item: dict[str, Any]) -> None:
+        owner = self._owner
+        transport = self._transport
+        assert transport is not None
+        peer_id = self._peer_id
+        peers = owner.peers
+        gate = owner.peer_gate
+        if gate is not None:
+            peers.admitted(peer_id)
+        self._mode = "peer"
+        address, port = item.get("address"), item.get("port")
+        if (isinstance(address, str) and address and isinstance(port, int)
+                and not isinstance(port, bool) and 0 < port < 65536):
+            peers.announced(peer_id, address, port)
+        peers.dialled_by(peer_id)  # it is evidently up: dial it back now
+        ok: dict[str, Any] = {"hello": "ok", "node_id": owner.node_id,
+                              "version": PROTOCOL_VERSION}
+        if gate is not None:
+            ok.update(gate.hello_fields())
+        transport.write(encode_control(ok))
+        log.debug("node %d: inbound peer %d connected from %s", owner.node_id, peer_id,
+                  self._where)
 
     def _requests(self, items: list[Any]) -> None:
         client = self._client
@@ -450,6 +492,7 @@ class Listener:
         self.max_frame = max_frame
         self.loop = loop or asyncio.get_running_loop()
         self._inbound: set[_Inbound] = set()
+        self._recording: set[asyncio.Task[None]] = set()  # handshakes waiting for a record
         self._servers: list[asyncio.AbstractServer] = []
 
     async def start(self) -> None:
@@ -533,6 +576,8 @@ class Listener:
             server.close()
         for conn in list(self._inbound):
             conn.abort()
+        for task in list(self._recording):
+            task.cancel()
         for server in self._servers:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(server.wait_closed(), 1.0)

@@ -16,12 +16,17 @@ The Ready loop (one task per node) follows the contract of :class:`pgraft.raft.R
 5. if the Ready must be durable, ``sync``. A busy leader (more than one proposal waiting) syncs
    in a worker thread: while that runs the event loop keeps stepping messages and taking
    proposals; they all land in the next Ready, whose entries are written and synced together
-   (group commit). A follower, and a leader with at most one proposal waiting, sync on the loop
-   thread: there is nothing to overlap with the sync but more traffic, which waits in the
-   socket and lands in the next Ready just the same, and the two thread hand-overs per sync
-   cost more CPU than everything else a node does for an append (measured on the 2-vCPU test
-   VM: CPU per sequential append about 390 -> 230 us per follower, and ~20% less in total with
-   the idle leader inline too);
+   (group commit). So does a follower writing a large batch (``THREAD_SYNC_ENTRIES`` entries
+   or more: catching up, or joining): it has applied them already (step 4), and answers reads
+   and steps the next batch meanwhile; and so does a rare Ready, one that follows a new leader
+   or changes the peers: the loop dials new peers meanwhile (a joining node is dialled by
+   every member as it writes the change), and a node that just joined answers at once that it
+   is a member. A follower's usual Ready, and a leader with at most one proposal waiting,
+   sync on the loop thread: there is nothing to overlap with the sync but more traffic, which
+   waits in the socket and lands in the next Ready just the same, and the two thread
+   hand-overs per sync cost more CPU than everything else a node does for an append (measured
+   on the 2-vCPU test VM: CPU per sequential append about 390 -> 230 us per follower, and ~20%
+   less in total with the idle leader inline too);
 6. ``advance``.
 
 Every Raft decision stays in the core (docs/design.md rule 1): the node never decides who
@@ -81,6 +86,9 @@ from .storage import DiskStorage
 from .waiters import Pending, Waiter, Waiters
 
 log = logging.getLogger("pgraft.node")
+
+#: A follower's Ready with this many entries syncs in the worker thread (module docstring, 5).
+THREAD_SYNC_ENTRIES = 1000
 
 ENTRY_CONF_CHANGE = core.ENTRY_CONF_CHANGE
 _SNAP_TYPES = frozenset((MSG_SNAP, MSG_SNAP_RESP))
@@ -325,10 +333,14 @@ class Node:
                     continue
                 rd = raw.ready()
                 metrics.ready_batches += 1
+                # a rare Ready (a leader learned, the peers changed) syncs in the worker thread
+                rare = False
                 if rd.soft_state is not None:
                     self._apply_soft_state(rd.soft_state)
+                    rare = True
                 if raw.membership is not self._peer_membership:
                     self._update_peers()
+                    rare = True
                 if rd.messages:
                     peers.send(snapshots.intercept(rd.messages))
                 if rd.snapshot is not None:
@@ -351,10 +363,12 @@ class Node:
                     started = time.perf_counter()
                     self._syncing = True
                     try:
-                        if self.role != LEADER or len(pending) <= 1:
-                            storage.sync()  # see the module docstring, step 5
-                        else:
+                        if rare or (len(pending) > 1 if self.role == LEADER else
+                                    rd.entries is not None
+                                    and len(rd.entries) >= THREAD_SYNC_ENTRIES):
                             await loop.run_in_executor(self._executor, storage.sync)
+                        else:
+                            storage.sync()  # see the module docstring, step 5
                     finally:
                         self._syncing = False
                     metrics.syncs += 1

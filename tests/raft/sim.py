@@ -63,9 +63,9 @@ class SimNode:
         self.applied = 0
         self.applied_membership = EMPTY
         self.speed = 1.0  # how often its timer fires, relative to the others
-        # A leader's Ready whose sync is still running: the runtime syncs a busy leader in a
-        # worker thread while its loop goes on stepping messages and taking proposals
-        # (pgraft/node/node.py, step 5)
+        # A Ready whose sync is still running: the runtime syncs a busy leader, and a
+        # follower's large batch, in a worker thread while its loop goes on stepping messages
+        # (and a leader taking proposals; pgraft/node/node.py, step 5)
         self.outstanding: Any = None
         self.start()
 
@@ -193,8 +193,8 @@ class Simulation:
                     self.check_apply(n, e)
             self.crash(n.id)
             return
-        if raw.role == LEADER and self.rand.random() < 0.5:
-            n.outstanding = rd  # a busy leader: persisted and advanced by a later step
+        if self.rand.random() < (0.5 if raw.role == LEADER else 0.3):
+            n.outstanding = rd  # syncing in a thread: persisted and advanced by a later step
             return
         self.persist(n, rd)
 
