@@ -304,6 +304,22 @@ def _records_in(view: memoryview, pos: int, end: int, count: int | None,
     return out
 
 
+
+def tagged_run(entries: list[Any], start: int, entry_type: int, tag: int) -> int:
+    """How many entries of ``entries``, from ``start`` on, are of ``entry_type`` with ``tag``
+    as their payload's first byte: a run the caller handles at once (the compiled twin reads
+    the entries' fields, with no payload slice and no Python call per entry)."""
+    if start < 0:
+        raise InvalidArgument(f"start must be >= 0, not {start}")
+    i = start
+    while i < len(entries):
+        e = entries[i]
+        if e.type != entry_type or e.tag != tag:
+            break
+        i += 1
+    return i - start
+
+
 def decode_records(buffer: Buffer) -> list[Entry]:
     """Every record in ``buffer`` (concatenated, contiguous indexes, CRCs checked), as Entries
     whose ``record``/``data`` are zero-copy slices when ``buffer`` is bytes or a memoryview."""

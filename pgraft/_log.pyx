@@ -519,7 +519,8 @@ cdef class Log:
             e = batch[k]
             if e.index != expect + k:
                 raise InvalidArgument(f"append: entry index {e.index}, expected {expect + k}")
-            size = len(e.data)
+            # (an Entry's size needs no payload slice of a decoded record)
+            size = e.size - REC if type(e) is _Entry or type(e) is _PyEntry else len(e.data)
             if size > self.max_entry_size:
                 raise InvalidArgument(f"entry {e.index} has {size} bytes, over "
                                       f"max_entry_size {self.max_entry_size}")
@@ -541,7 +542,7 @@ cdef class Log:
         cdef uint64_t index = first
         plan = []
         for e in batch:
-            need = REC + len(e.data)
+            need = e.size if type(e) is _Entry or type(e) is _PyEntry else REC + len(e.data)
             if pos + need > size:
                 size = max(self.segment_size, HDR + need)
                 plan.append((index, size))

@@ -91,6 +91,7 @@ log = logging.getLogger("pgraft.node")
 THREAD_SYNC_ENTRIES = 1000
 
 ENTRY_CONF_CHANGE = core.ENTRY_CONF_CHANGE
+ENTRY_NORMAL = core.ENTRY_NORMAL
 _SNAP_TYPES = frozenset((MSG_SNAP, MSG_SNAP_RESP))
 
 
@@ -465,7 +466,17 @@ class Node:
         metrics = self.metrics
         now = time.perf_counter()
         observe = metrics.commit_latency.observe
-        for e in entries:
+        tagged_run = core.tagged_run
+        i, n = 0, len(entries)
+        while i < n:
+            if not pending:
+                # a run of user appends no proposal here waits for (a follower's, or one that
+                # catches up): they change nothing but the applied index
+                i += tagged_run(entries, i, ENTRY_NORMAL, TAG_APPEND)
+                if i == n:
+                    break
+            e = entries[i]
+            i += 1
             index = e.index
             if e.type == ENTRY_CONF_CHANGE:
                 result: Any = self._apply_conf_change(e)

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pgraft import _core, _core_py
-from pgraft.errors import DecodeError
+from pgraft.errors import DecodeError, InvalidArgument
 
 U64 = (1 << 64) - 1
 
@@ -95,6 +95,23 @@ def test_entry_size_and_tag_without_the_payload(core: ModuleType, data: bytes) -
         assert fresh._data is None  # still unsliced
     plain = core.Entry(1, 1, 0, b"abc")
     assert plain.size == core.RECORD_HEADER_SIZE + 3 and plain.cached_record is None  # not encoded
+
+
+def test_tagged_run_counts_entries_of_one_type_and_tag(core: ModuleType) -> None:
+    made = [core.Entry(1, 1, 0, b"\x01a"), core.Entry(2, 1, 0, b"\x01"),
+            core.Entry(3, 1, 0, b"\x02kv"), core.Entry(4, 1, 0, b"\x01b"),
+            core.Entry(5, 1, core.ENTRY_CONF_CHANGE, b"\x01"), core.Entry(6, 1, 0, b""),
+            core.Entry(7, 1, 0, b"\x01c"), core.Entry(8, 1, 0, b"\x01d")]
+    decoded = core.decode_records(b"".join(bytes(e.record) for e in made))
+    for ents in (made, decoded):
+        runs = [core.tagged_run(ents, i, 0, 1) for i in range(len(ents) + 2)]
+        # a different tag, a configuration entry and an empty payload each end a run
+        assert runs == [2, 1, 0, 1, 0, 0, 2, 1, 0, 0]
+        assert core.tagged_run(ents, 5, 0, -1) == 1  # the empty payload's "tag"
+        assert core.tagged_run(ents, 4, core.ENTRY_CONF_CHANGE, 1) == 1
+        with pytest.raises(InvalidArgument):
+            core.tagged_run(ents, -1, 0, 1)
+    assert core.tagged_run([], 0, 0, 1) == 0
 
 
 def test_entry_record_is_computed_once(core: ModuleType) -> None:
