@@ -333,7 +333,7 @@ cdef int _entry_tag(Entry e) except -2:
     return tag
 
 
-def tagged_run(list entries, Py_ssize_t start, uint8_t entry_type, int tag):
+def tagged_run(list entries not None, Py_ssize_t start, uint8_t entry_type, int tag):
     """How many entries of ``entries``, from ``start`` on, are of ``entry_type`` with ``tag``
     as their payload's first byte: a run the caller handles at once, read from the entries'
     fields (no payload slice, no Python call per entry)."""

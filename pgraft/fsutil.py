@@ -43,23 +43,23 @@ def write_file_atomic(path: str, data: bytes) -> None:
     fsync_dir(directory)
 
 
-def append_durably(path: str, data: bytes) -> None:
-    """Append ``data`` to the existing file ``path`` and fdatasync it. If the write fails
-    part-way, the file is cut back to its old size, so that a failed append leaves nothing
-    for the next one to run into. FileNotFoundError if ``path`` does not exist."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+def append_at(path: str, size: int, data: bytes) -> int:
+    """Write ``data`` at byte ``size`` of the existing file ``path``, first cutting whatever
+    follows ``size`` (what an earlier append that failed left), and fdatasync it. Returns the
+    new size. A caller that passes the size its last append returned never builds on a
+    partial write. FileNotFoundError if ``path`` does not exist."""
+    fd = os.open(path, os.O_WRONLY)
     try:
-        size = os.fstat(fd).st_size
-        try:
-            view = memoryview(data)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
-            os.fdatasync(fd)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, size)
-            raise
+        if os.fstat(fd).st_size != size:
+            os.ftruncate(fd, size)
+        view = memoryview(data)
+        pos = size
+        while view:
+            n = os.pwrite(fd, view, pos)
+            pos += n
+            view = view[n:]
+        os.fdatasync(fd)
+        return pos
     finally:
         os.close(fd)
 

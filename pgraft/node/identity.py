@@ -39,13 +39,14 @@ and new records are appended to ``identity``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
 import re
 
 from ..errors import MemberRefused, StorageCorrupted
-from ..fsutil import append_durably, io_error, truncate_durably, write_file_atomic
+from ..fsutil import append_at, io_error, truncate_durably, write_file_atomic
 
 log = logging.getLogger("pgraft.identity")
 
@@ -81,6 +82,7 @@ class NodeIdentity:
         self._cluster_unsaved = False
         self._peers_unsaved: list[int] = []
         self._saving: asyncio.Future[None] | None = None
+        self._size = 0  # bytes of the identity file up to its last complete record
         self._load()
 
     # ----------------------------------------------------------------- files
@@ -92,7 +94,7 @@ class NodeIdentity:
             # directory's state starts being its own from here on.
             self.incarnation = os.urandom(8).hex()
             self._load_legacy_peers()
-            write_file_atomic(self._path, self._identity_body())
+            self._write_whole()
             return
         incarnation: str | None = None
         cluster = ""
@@ -142,6 +144,8 @@ class NodeIdentity:
         cut off, so that the next append starts a line of its own."""
         with open(path, "rb") as f:
             data = f.read()
+        if path == self._path:
+            self._size = len(data)
         if data and not data.endswith(b"\n"):
             keep = data.rfind(b"\n") + 1
             log.warning("node %d: %s ends with an incomplete record (%d bytes, cut short by a "
@@ -149,7 +153,14 @@ class NodeIdentity:
                         len(data) - keep)
             truncate_durably(path, keep)
             data = data[:keep]
+            if path == self._path:
+                self._size = keep
         return data.decode("ascii", errors="replace")
+
+    def _write_whole(self) -> None:
+        body = self._identity_body()
+        write_file_atomic(self._path, body)
+        self._size = len(body)
 
     def _identity_body(self) -> bytes:
         peers = "".join(f"peer={i} {inc}\n" for i, inc in sorted(self.peers.items()))
@@ -161,7 +172,7 @@ class NodeIdentity:
         """Set the cluster id and write it at once (a node bootstrapping its cluster)."""
         if self.cluster_id != cluster_id:
             self.cluster_id = cluster_id
-            write_file_atomic(self._path, self._identity_body())
+            self._write_whole()
 
     @property
     def unsaved(self) -> bool:
@@ -178,6 +189,14 @@ class NodeIdentity:
             # shielded: a handshake given up (its connection closed) leaves the write to end
             await asyncio.shield(self._saving)
 
+    async def close(self) -> None:
+        """Wait for a write in flight (its outcome is the handshake's concern): nothing
+        writes to the file once the data directory's lock is released."""
+        saving = self._saving
+        if saving is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(saving)
+
     async def _write_unsaved(self) -> None:
         try:
             changes = self._changes
@@ -187,9 +206,10 @@ class NodeIdentity:
                        ).encode()
             self._cluster_unsaved = False
             try:
-                # (one append and one fdatasync, on a worker thread)
-                await asyncio.get_running_loop().run_in_executor(None, append_durably,
-                                                                 self._path, records)
+                # one append and one fdatasync, on a worker thread, after the last complete
+                # record: a write that failed part-way is cut off, not built on
+                self._size = await asyncio.get_running_loop().run_in_executor(
+                    None, append_at, self._path, self._size, records)
             except BaseException as exc:
                 # not durable: written again by the next persist (a cluster id line twice
                 # says the same thing twice)

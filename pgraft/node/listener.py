@@ -358,11 +358,25 @@ class _Inbound(asyncio.Protocol):
             {"hello": "ok", "node_id": owner.node_id, "version": PROTOCOL_VERSION}))
 
     async def _admit_when_recorded(self, gate: PeerGate, item: dict[str, Any]) -> None:
+        owner = self._owner
         try:
-            await gate.persist()
+            async with asyncio.timeout(owner.handshake_timeout):
+                await gate.persist()
         except PgraftError as exc:  # the data directory cannot be written: refused, logged
             if not self._dropped:
                 self._refuse(exc)
+            return
+        except TimeoutError:
+            if not self._dropped:
+                self._refuse(StorageError(
+                    f"recording peer {self._peer_id} took over {owner.handshake_timeout:g}s",
+                    hint="the data directory's disk is stalled; the peer dials again"))
+            return
+        except Exception as exc:  # a bug must not leave the connection waiting forever
+            log.exception("node %d: recording peer %d failed", owner.node_id, self._peer_id)
+            if not self._dropped:
+                self._refuse(PgraftError(f"internal error while recording peer "
+                                         f"{self._peer_id}: {exc}"))
             return
         if not self._dropped and self._transport is not None \
                 and not self._transport.is_closing():

@@ -143,6 +143,8 @@ async def start_node(config: NodeConfig, *,
         # cluster needed to acknowledge its first entries.
         storage.sync()
         identity = NodeIdentity(storage.path, config.node_id)
+        # (closed after the listener, before the storage releases the directory's lock)
+        resources.add(lambda graceful: identity.close())
         state = AppliedState()
         raw = open_core(config, storage, identity, state)
         metrics = Metrics()

@@ -225,16 +225,20 @@ class Raft:
         m = self.membership
         self._voters = m.voters
         if self.role == LEADER:
-            # a member this leader adds is sent its log from the first entry on
-            self._sync_progress(self.log.first_index())
+            # a member this leader adds is sent its log from the first entry on, unless the
+            # log is compacted: an empty node then needs the snapshot, which the probe at the
+            # end of the log leads to as fast, without a batch it must reject
+            first = self.log.first_index()
+            self._sync_progress(first if first == 1 else 0)
 
     def _sync_progress(self, first_next: int = 0) -> None:
         """Progress for every member and none for removed ones (once their removal committed).
         A new member's probe starts at ``first_next`` (default: after the last entry). A
-        leader adding a member starts it at its first entry: an added node is nearly always
-        empty, so the probe at the end of the log would only be rejected, and that rejection
-        needs the new node's connection back to the leader (a round trip and a handshake)
-        before its log can start. A node re-added with its log is sent one batch it has."""
+        leader adding a member to an uncompacted log starts it at the first entry: an added
+        node is nearly always empty, so the probe at the end of the log would only be
+        rejected, and that rejection needs the new node's connection back to the leader (a
+        round trip and a handshake) before its log can start. A node that holds part of the
+        log already is sent one batch it has."""
         m = self.membership
         last = self.log.last_index()
         if not first_next:
@@ -928,11 +932,13 @@ class Raft:
                     if pr.state != REPLICATE or pr.next == before:
                         break
                 else:
-                    # nothing to send but the commit: a probe (a new or lost follower) goes at
-                    # once; an up-to-date follower gets the last announced commit, even if it
-                    # was paused when that went out
+                    # nothing to send but the commit: a probe (a new or lost follower, which
+                    # may lack entries or the commit) goes at once, again once a heartbeat's
+                    # answer re-opened it; an up-to-date follower gets the last announced
+                    # commit, even if it was paused when that went out
                     if pr.sent_commit < self._announced_commit or (
-                            pr.state != REPLICATE and pr.sent_commit < committed):
+                            pr.state != REPLICATE and (pr.sent_commit < committed
+                                                       or pr.match < last)):
                         self._send_append(to, pr, True)
                     break
 

@@ -114,7 +114,10 @@ class Progress:
         """A rejection of the AppendEntries whose previous index was ``rejected``; the
         follower's hint says ``hint`` may match. True if ``next`` moved back."""
         if self.state == REPLICATE:
-            if rejected <= self.match:  # stale
+            # stale: below what it acknowledged, or beyond what this stream sent (the commit
+            # announced after a probe, Raft._send_commit_after_probe, that the probe's answer
+            # overtook)
+            if rejected <= self.match or rejected >= self.next:
                 return False
             self.next = self.match + 1
             return True

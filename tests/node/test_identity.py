@@ -20,6 +20,7 @@ from pgraft._impl import core
 from pgraft.errors import StorageCorrupted, StorageError
 from pgraft.node import identity as identity_module
 from pgraft.node.identity import NodeIdentity
+from pgraft.node.security import SecurityConfig
 from tests.support.inprocess import Cluster, run, wait_for
 
 INC_A = "ab" * 8
@@ -28,8 +29,9 @@ CLUSTER = "12" * 8
 
 
 class Writes:
-    """Stands in for fsutil.append_durably in pgraft.node.identity: records which file each
-    append went to, can hold them until released, or fail them."""
+    """Stands in for fsutil.append_at in pgraft.node.identity: records which file each append
+    went to, can hold them until released, or fail them (after writing half the records, as
+    a failed write can)."""
 
     def __init__(self) -> None:
         self.calls: list[str] = []
@@ -37,18 +39,21 @@ class Writes:
         self.release.set()
         self.fail: OSError | None = None
 
-    def __call__(self, path: str, data: bytes) -> None:
+    def __call__(self, path: str, size: int, data: bytes) -> int:
         self.calls.append(os.path.basename(path))
         assert self.release.wait(10), "a test never released the held write"
         if self.fail is not None:
+            with open(path, "r+b") as f:
+                f.seek(size)
+                f.write(data[: len(data) // 2])
             raise self.fail
-        fsutil.append_durably(path, data)
+        return fsutil.append_at(path, size, data)
 
 
 @pytest.fixture
 def writes(monkeypatch: pytest.MonkeyPatch) -> Iterator[Writes]:
     w = Writes()
-    monkeypatch.setattr(identity_module, "append_durably", w)
+    monkeypatch.setattr(identity_module, "append_at", w)
     yield w
     w.release.set()
 
@@ -121,7 +126,9 @@ def test_a_failed_write_raises_names_the_directory_and_is_retried(tmp_path: Any,
         await ident.persist()
 
     run(fail_then_succeed(), 10)
+    # the half record the failed write left was cut before the retry
     assert not ident.unsaved and _peer_lines(str(tmp_path)) == [f"peer=1 {INC_A}"]
+    assert NodeIdentity(str(tmp_path), 4).peers == {1: INC_A}
 
 
 def test_a_record_cut_short_by_a_crash_is_dropped_at_start(tmp_path: Any) -> None:
@@ -163,18 +170,13 @@ def test_the_peers_file_of_an_older_data_directory_is_read(tmp_path: Any) -> Non
     assert NodeIdentity(str(tmp_path), 4).peers == {1: INC_A}
 
 
-def test_a_failed_append_leaves_the_file_as_it_was(tmp_path: Any,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_append_at_cuts_what_a_failed_write_left(tmp_path: Any) -> None:
     path = tmp_path / "f"
-    path.write_bytes(b"line\n")
-
-    def broken(fd: int) -> None:
-        raise OSError(errno.EIO, "Input/output error")
-
-    monkeypatch.setattr(os, "fdatasync", broken)
-    with pytest.raises(OSError):
-        fsutil.append_durably(str(path), b"more\n")
-    assert path.read_bytes() == b"line\n"
+    path.write_bytes(b"line\npeer=3 ab")  # a failed append left half a record
+    assert fsutil.append_at(str(path), 5, b"more\n") == 10
+    assert path.read_bytes() == b"line\nmore\n"
+    with pytest.raises(FileNotFoundError):
+        fsutil.append_at(str(tmp_path / "missing"), 0, b"x")
 
 
 # ------------------------------------------------------------- through a live node
@@ -280,6 +282,35 @@ def test_a_peer_is_refused_while_its_record_cannot_be_written(tmpdir_short: str,
             assert isinstance(reply, dict) and reply["hello"] == "ok", reply
             assert f"peer=98 {INC_B}" in _peer_lines(lead.storage.path)
         finally:
+            await c.stop_all()
+
+    run(scenario(), 60)
+
+
+def test_a_record_stalled_past_the_handshake_timeout_refuses_the_peer(
+        tmpdir_short: str, writes: Writes) -> None:
+    async def scenario() -> None:
+        c = Cluster(tmpdir_short, 3, security=SecurityConfig(handshake_timeout=1.0))
+        try:
+            await c.start_all()
+            lead = await c.wait_leader()
+            loop = asyncio.get_running_loop()
+            writes.release.clear()  # the disk stalls
+
+            def handshake() -> object:
+                with socket.create_connection(("127.0.0.1", lead.port), timeout=10) as s:
+                    s.settimeout(10)
+                    s.sendall(_hello(96, INC_A))
+                    return _read_frame(s)
+
+            reply = await loop.run_in_executor(None, handshake)
+            assert isinstance(reply, dict) and reply["hello"] == "error", reply
+            assert reply["error"]["code"] == "storage_error"
+            assert "took over 1s" in reply["error"]["message"]
+            writes.release.set()
+            assert lead.is_leader
+        finally:
+            writes.release.set()
             await c.stop_all()
 
     run(scenario(), 60)
