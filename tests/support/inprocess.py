@@ -106,7 +106,10 @@ class Cluster:
         return [n for n in self.nodes.values() if n.is_leader]
 
     async def wait_leader(self, timeout: float = 10.0, among: set[int] | None = None) -> Node:
-        """The one leader that every running node (in ``among``) agrees on."""
+        """The one leader that every running node (in ``among``) agrees on, once it has
+        applied an entry of its term: until then it refuses membership changes (Unavailable,
+        "retry in a moment"), and followers agree on it as soon as its first AppendEntries
+        reaches them, before it has committed anything."""
 
         def agreed() -> Node | None:
             nodes = [n for i, n in self.nodes.items() if among is None or i in among]
@@ -114,7 +117,7 @@ class Cluster:
             if len(leaders) != 1:
                 return None
             lead = leaders[0]
-            if all(n.leader_id == lead.node_id for n in nodes):
+            if lead.applied_current_term and all(n.leader_id == lead.node_id for n in nodes):
                 return lead
             return None
 
