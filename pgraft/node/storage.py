@@ -61,7 +61,7 @@ from .._impl import log as logmod
 from ..errors import PgraftError, StorageCorrupted, StorageError, StorageFull
 from ..fsutil import errno_text, fsync_dir, io_error, write_file_atomic
 from ..protocol import SOCKET_NAME
-from ..raft.storage import Compacted
+from ..raft.storage import Compacted, take_limited
 from ..raft.types import HardState, SnapshotMeta
 from .snapfile import SnapshotStore
 
@@ -376,13 +376,7 @@ class DiskStorage:
             # same objects (the log's own reads build a new entry per record: ~4% of a busy
             # leader's samples). The byte limit counts records as the log does (header +
             # data), with at least one entry.
-            out = recent[off:hi - self._recent_first]
-            total = 0
-            for n, e in enumerate(out):
-                total += e.size
-                if total > max_bytes and n:
-                    return out[:n]
-            return out
+            return take_limited(recent, off, hi - self._recent_first, max_bytes)
         return lg.entries(lo, hi, max_bytes)
 
     def entry(self, index: int) -> Any | None:

@@ -68,6 +68,7 @@ cdef class Raft:
     @cython.locals(log=RaftLog, idx="long long")
     cpdef bint _maybe_commit(self)
     cpdef _after_commit(self)
+    cpdef object _term_at(self, long long index)
     @cython.locals(log=RaftLog, nxt="long long", ents=list)
     cpdef bint _send_append(self, long long to, Progress pr, bint allow_empty, bint force=*)
     @cython.locals(idx="long long", committed="long long")

@@ -864,12 +864,16 @@ class Raft:
         self._become_follower(self.term, 0)
 
     # ------------------------------------------------------ replication
+    def _term_at(self, index: int) -> int | None:
+        """A leader's term of the entry at ``index`` (None if compacted): every entry from the
+        first of its leadership on is of its term, with no lookup (see _maybe_commit)."""
+        return self.term if index >= self._lead_start else self.log.term(index)
+
     def _send_append(self, to: int, pr: Progress, allow_empty: bool,
                      force: bool = False) -> bool:
         log = self.log
         nxt = pr.next
-        # entries from the first of our leadership on are of our term (see _maybe_commit)
-        prev_term = self.term if nxt - 1 >= self._lead_start else log.term(nxt - 1)
+        prev_term = self._term_at(nxt - 1)
         if prev_term is None:
             return self._send_snapshot(to, pr)
         ents: list[Any] = []
@@ -951,7 +955,7 @@ class Raft:
         probe goes on as it would have. A heartbeat could not carry it: its commit is bounded
         by ``match``, which a probe has not established."""
         idx = pr.probe_last
-        term = self.term if idx >= self._lead_start else self.log.term(idx)
+        term = self._term_at(idx)
         if term is None:
             return
         committed = self.log.committed
