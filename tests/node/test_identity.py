@@ -196,6 +196,14 @@ def _read_frame(s: socket.socket) -> object:
             return items[0]
 
 
+def _handshake(port: int, node_id: int, incarnation: str) -> object:
+    """A peer's hello to the node at ``port``; its answer (None if it closed)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.settimeout(10)
+        s.sendall(_hello(node_id, incarnation))
+        return _read_frame(s)
+
+
 def test_the_node_serves_while_a_peer_is_recorded(tmpdir_short: str, writes: Writes) -> None:
     """While a new peer's record is being written the node answers clients, the peer is not
     answered, and a frame it sends before its answer closes its connection unstepped."""
@@ -266,19 +274,13 @@ def test_a_peer_is_refused_while_its_record_cannot_be_written(tmpdir_short: str,
             loop = asyncio.get_running_loop()
             writes.fail = OSError(errno.EIO, "Input/output error")
 
-            def handshake() -> object:
-                with socket.create_connection(("127.0.0.1", lead.port), timeout=5) as s:
-                    s.settimeout(5)
-                    s.sendall(_hello(98, INC_B))
-                    return _read_frame(s)
-
-            reply = await loop.run_in_executor(None, handshake)
+            reply = await loop.run_in_executor(None, _handshake, lead.port, 98, INC_B)
             assert isinstance(reply, dict) and reply["hello"] == "error", reply
             assert reply["error"]["code"] == "storage_error"
             assert "EIO" in reply["error"]["message"]
             assert lead.is_leader
             writes.fail = None
-            reply = await loop.run_in_executor(None, handshake)
+            reply = await loop.run_in_executor(None, _handshake, lead.port, 98, INC_B)
             assert isinstance(reply, dict) and reply["hello"] == "ok", reply
             assert f"peer=98 {INC_B}" in _peer_lines(lead.storage.path)
         finally:
@@ -297,13 +299,7 @@ def test_a_record_stalled_past_the_handshake_timeout_refuses_the_peer(
             loop = asyncio.get_running_loop()
             writes.release.clear()  # the disk stalls
 
-            def handshake() -> object:
-                with socket.create_connection(("127.0.0.1", lead.port), timeout=10) as s:
-                    s.settimeout(10)
-                    s.sendall(_hello(96, INC_A))
-                    return _read_frame(s)
-
-            reply = await loop.run_in_executor(None, handshake)
+            reply = await loop.run_in_executor(None, _handshake, lead.port, 96, INC_A)
             assert isinstance(reply, dict) and reply["hello"] == "error", reply
             assert reply["error"]["code"] == "storage_error"
             assert "took over 1s" in reply["error"]["message"]
