@@ -26,6 +26,7 @@ from typing import Any
 from ..checks import check_timeout
 from ..deadlines import DeadlineWheel
 from ..errors import ConnectionFailed, PgraftError
+from ..protocol import WRITE_BATCH_FRAMES
 from . import _ops
 from ._nodeinfo import NodeInfo
 from ._proto import ClientProtocol, Closed, Event, Failed, Ready, Reply, Send, wait_limit
@@ -243,7 +244,8 @@ class AsyncClient:
 
     def _send(self, frame: bytes) -> None:
         """Write a request: the first one of an event-loop iteration at once, the ones that
-        follow it in the same iteration together in one ``writelines`` when it ends."""
+        follow it in the same iteration together in one ``writelines`` when it ends, or as
+        soon as ``WRITE_BATCH_FRAMES`` of them have gathered (see pgraft.protocol)."""
         transport = self._transport
         if transport is None:
             raise self._proto.failure() or ConnectionFailed(
@@ -255,6 +257,9 @@ class AsyncClient:
             self._loop.call_soon(self._flush_batch)
         else:
             batch.append(frame)
+            if len(batch) >= WRITE_BATCH_FRAMES:
+                self._batch = []
+                transport.writelines(batch)
 
     def _flush_batch(self) -> None:
         batch, self._batch = self._batch, None

@@ -34,7 +34,13 @@ from ..errors import (
     ProtocolError,
     StorageError,
 )
-from ..protocol import MAX_FRAME_SIZE, PROTOCOL_VERSION, encode_control, encode_result
+from ..protocol import (
+    MAX_FRAME_SIZE,
+    PROTOCOL_VERSION,
+    WRITE_BATCH_FRAMES,
+    encode_control,
+    encode_result,
+)
 from .metrics import Metrics
 from .security import HANDSHAKE_MAX_BYTES, LoadedSecurity, is_loopback
 
@@ -107,7 +113,8 @@ def _describe(transport: asyncio.BaseTransport) -> str:
 # ----------------------------------------------------------------------------- clients
 class ClientConnection:
     """One client connection: responses are CONTROL frames; the first of an event-loop
-    iteration is written at once, the rest of the iteration's together."""
+    iteration is written at once, the rest of the iteration's together, in runs of at most
+    ``WRITE_BATCH_FRAMES`` (see pgraft.protocol)."""
 
     __slots__ = ("_transport", "_out", "_scheduled", "_loop", "closed", "peer", "tasks",
                  "inflight")
@@ -137,7 +144,11 @@ class ClientConnection:
         # not wait for the next iteration); the ones that follow it in the same iteration are
         # written together when it ends.
         if self._scheduled:
-            self._out.append(frame)
+            out = self._out
+            out.append(frame)
+            if len(out) >= WRITE_BATCH_FRAMES:
+                self._out = []
+                self._transport.writelines(out)
             return
         self._scheduled = True
         self._transport.write(frame)

@@ -35,7 +35,7 @@ from pgraft.errors import (
     Unavailable,
     UnknownNode,
 )
-from pgraft.protocol import encode_control
+from pgraft.protocol import WRITE_BATCH_FRAMES, encode_control
 
 OpenClient = Callable[..., Driver]
 
@@ -266,6 +266,41 @@ def test_many_calls_in_flight_on_one_connection(fake: FakeNode) -> None:
     run(main())
     assert fake.connections == 1
     assert order != sorted(order)  # answers really came back out of order
+
+
+class _CountingTransport:
+    """Forwards to the client's transport and records how many frames each write carried."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.writes: list[int] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(1)
+        self._inner.write(data)
+
+    def writelines(self, frames: list[bytes]) -> None:
+        self.writes.append(len(frames))
+        self._inner.writelines(frames)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def test_requests_of_one_iteration_go_out_in_runs_of_write_batch_frames(
+        fake: FakeNode) -> None:
+    # 100 calls started in one event-loop iteration: the first is written at once, then every
+    # WRITE_BATCH_FRAMES as they gather (the node starts on them while the client makes the
+    # rest), and what is left when the iteration ends.
+    async def main() -> None:
+        async with await pgraft.connect(fake.address) as c:
+            counting = _CountingTransport(c._transport)
+            c._transport = counting  # type: ignore[assignment]
+            results = await asyncio.gather(*(c.append(str(i).encode()) for i in range(100)))
+            assert results == list(range(1, 101))
+            run_ = WRITE_BATCH_FRAMES
+            assert counting.writes == [1, run_, run_, run_, 99 - 3 * run_]
+    run(main())
 
 
 # ----------------------------------------------------------------- timeouts
