@@ -32,7 +32,7 @@ MAX_FRAME_SIZE = 64 * 1024 * 1024
 #: event-loop iteration are written together, but a burst of 256 answers would come back as
 #: one burst of 256 requests, and client and node would take turns working instead of working
 #: at once: written in runs of this many, the other side starts on the first while this one
-#: makes the rest (256 appends in flight: about 1.3x the throughput of one write per burst).
+#: makes the rest (256 appends in flight: about 1.4x the throughput of one write per burst).
 WRITE_BATCH_FRAMES = 32
 #: Frame kinds.
 FRAME_RAFT = 1

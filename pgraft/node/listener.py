@@ -142,7 +142,7 @@ class ClientConnection:
     def _push(self, frame: bytes) -> None:
         # The first answer of an event-loop iteration is written at once (a lone answer does
         # not wait for the next iteration); the ones that follow it in the same iteration are
-        # written together when it ends.
+        # written together when it ends, or in runs of WRITE_BATCH_FRAMES before that.
         if self._scheduled:
             out = self._out
             out.append(frame)
