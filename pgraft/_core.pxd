@@ -11,6 +11,9 @@ Entry fields are plain C fields here; from Python they are the properties ``inde
 
 from libc.stdint cimport uint8_t, uint64_t
 
+cdef enum:
+    REC_HDR = 28  # bytes of a record's header (pgraft/_record.h)
+
 
 cdef class Entry:
     cdef uint64_t _index
@@ -42,9 +45,34 @@ cdef class Message:
 # on demand. No check that ``record`` matches the fields: the caller has verified it.
 cdef Entry make_entry(uint64_t index, uint64_t term, uint8_t type, object data, object record)
 
+# committed_index(voters, match) of a tuple of voters and a dict of match indexes.
+cdef long long quorum_index(tuple voters, dict match) except -1
+
 # The record that starts at byte ``offset`` of ``view`` (a read-only memoryview whose first byte
 # is at ``base``), with ``avail`` bytes readable from there. Checks length, reserved bytes and,
 # if ``verify``, the CRC; raises pgraft.errors.DecodeError naming ``offset``. The Entry's record
 # (and later its data) are zero-copy slices of ``view``.
 cdef Entry entry_from_memory(object view, const unsigned char *base, Py_ssize_t offset,
                              Py_ssize_t avail, bint verify)
+
+
+# Entry.size, .index and .term for compiled callers (the Raft core: pgraft/raft/entry.py),
+# without the property lookup and the integer object each costs from Python.
+cdef inline Py_ssize_t entry_size(Entry e) except -1:
+    if e is None:
+        raise TypeError("expected a log Entry, not None")
+    if e._record is not None:
+        return len(e._record)
+    return REC_HDR + len(e._data)
+
+
+cdef inline uint64_t entry_index(Entry e) except? 0:
+    if e is None:
+        raise TypeError("expected a log Entry, not None")
+    return e._index
+
+
+cdef inline uint64_t entry_term(Entry e) except? 0:
+    if e is None:
+        raise TypeError("expected a log Entry, not None")
+    return e._term

@@ -74,7 +74,6 @@ MESSAGE_HEADER_SIZE = 76
 DEFAULT_MAX_FRAME = 64 * 1024 * 1024
 
 cdef enum:
-    REC_HDR = 28
     MSG_HDR = 76
     MSG_TYPE_MAX = 13
     FLAG_REJECT = 1
@@ -597,6 +596,17 @@ def committed_index(voters, match, outgoing=()):
     if n_out == 0:
         return incoming
     return out if out < incoming else incoming
+
+
+cdef long long quorum_index(tuple voters, dict match) except -1:
+    """``committed_index(voters, match)`` for compiled callers (the Raft core, which keeps its
+    voters as a tuple and their match indexes in a dict): no Python call, no allocation for up
+    to 16 voters."""
+    cdef uint64_t buf[SMALL]
+    cdef Py_ssize_t n = 0
+    if _gather(voters, match, buf, &n) == 0:
+        return <long long>_kth_desc(buf, n) if n else 0
+    return committed_index(voters, match)
 
 
 cdef inline void _count_vote(object granted, Py_ssize_t *yes, Py_ssize_t *no) noexcept:

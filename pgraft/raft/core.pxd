@@ -5,12 +5,19 @@
 
 cimport cython
 
-from pgraft._core cimport Message as CMessage
+from pgraft._core cimport Entry as CEntry, Message as CMessage, make_entry, quorum_index
 
+from .entry cimport index_of, term_of
 from .log cimport RaftLog
 from .progress cimport Progress
 from .readonly cimport ReadOnly
 from .types cimport Ready
+
+
+@cython.locals(m=CMessage)
+cdef CMessage _message(int mtype, long long src, long long dst, long long term,
+                       long long log_term, long long index, long long commit, bint reject,
+                       long long reject_hint, list entries)
 
 
 cdef class Raft:
@@ -51,7 +58,7 @@ cdef class Raft:
     @cython.locals(log=RaftLog)
     cpdef _check_can_propose(self, str what)
     cpdef bint _committed_in_term(self)
-    @cython.locals(log=RaftLog)
+    @cython.locals(log=RaftLog, index="long long", e=CEntry)
     cpdef tuple propose(self, object data)
     @cython.locals(mtype=int)
     cpdef step(self, CMessage m)
@@ -76,5 +83,5 @@ cdef class Raft:
     @cython.locals(pr=Progress, committed="long long", last="long long", before="long long",
                    announce=bint)
     cpdef flush(self)
-    @cython.locals(log=RaftLog, stable="long long")
+    @cython.locals(log=RaftLog, stable="long long", last_index="long long")
     cpdef advance(self, Ready rd)

@@ -24,6 +24,11 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
+try:
+    import cython  # compiled: read at compile time (cython.compiled); interpreted: Cython's shadow
+except ImportError:  # interpreted where Cython is not installed (a wheel's pure twins)
+    from . import _nocython as cython  # type: ignore[no-redef]
+
 from .._impl import core
 from ..errors import (
     InvalidArgument,
@@ -35,6 +40,7 @@ from ..errors import (
     Unavailable,
     UnknownNode,
 )
+from .entry import index_of, term_of
 from .log import RaftLog
 from .membership import (
     ADD_LEARNER,
@@ -86,6 +92,32 @@ committed_index = core.committed_index
 VOTE_WON = core.VOTE_WON
 VOTE_LOST = core.VOTE_LOST
 RECORD_HEADER_SIZE = core.RECORD_HEADER_SIZE
+
+
+def _message(mtype: int, src: int, dst: int, term: int, log_term: int, index: int,
+             commit: int, reject: bool, reject_hint: int, entries: list[Any]) -> Any:
+    """A Message of the hot paths (AppendEntries and its answer), made field by field
+    (``CMessage``, core.pxd): the compiled constructor would box every integer into a Python
+    object and parse its arguments again, which cost more than the rest of sending one.
+    Interpreted, this is the constructor itself (below)."""
+    m = CMessage.__new__(CMessage)  # type: ignore[name-defined]  # noqa: F821
+    m.type = mtype
+    m.src = src
+    m.dst = dst
+    m.term = term
+    m.log_term = log_term
+    m.index = index
+    m.commit = commit
+    m.reject = reject
+    m.reject_hint = reject_hint
+    m.entries = entries
+    m.context = b""
+    return m
+
+
+if not cython.compiled:
+    _message = Message  # noqa: F811 (same positional arguments)
+
 
 #: ``Message.context`` of a vote request sent after TimeoutNow: it bypasses leader stickiness.
 CAMPAIGN_TRANSFER = b"transfer"
@@ -304,10 +336,14 @@ class Raft:
             raise PayloadTooLarge(f"entry of {len(data)} bytes is larger than the message "
                                   f"limit of {self._max_msg_bytes} bytes")
         log = self.log
-        e = Entry(log.last_index() + 1, self.term, ENTRY_NORMAL, data)
+        index = log.last_index() + 1
+        if cython.compiled:  # from C values: the constructor would box and parse them
+            e = make_entry(index, self.term, ENTRY_NORMAL, data, None)  # type: ignore[name-defined]  # noqa: F821
+        else:
+            e = Entry(index, self.term, ENTRY_NORMAL, data)
         log.append([e])
         self._bcast_pending = True
-        return e.index, e.term
+        return index, self.term
 
     def _check_can_propose(self, what: str) -> None:
         if self.role != LEADER:
@@ -737,7 +773,8 @@ class Raft:
                 if changed:
                     self._membership_changed()
         log.commit_to(min(m.commit, last_new))
-        self.msgs_after.append(Message(MSG_APP_RESP, self.id, m.src, self.term, 0, last_new))
+        self.msgs_after.append(_message(MSG_APP_RESP, self.id, m.src, self.term, 0, last_new, 0,
+                                        False, 0, []))
 
     def _handle_snapshot(self, m: Any) -> None:
         log = self.log
@@ -822,7 +859,10 @@ class Raft:
 
     def _maybe_commit(self) -> bool:
         log = self.log
-        idx = committed_index(self._voters, self._match)
+        if cython.compiled:  # the same count, without a Python call
+            idx = quorum_index(self._voters, self._match)  # type: ignore[name-defined]  # noqa: F821
+        else:
+            idx = committed_index(self._voters, self._match)
         # Figure 8: only an entry of our own term commits by counting, and those are exactly
         # the entries from the first of our leadership on (no term lookup needed)
         if idx > log.committed and idx >= self._lead_start:
@@ -884,11 +924,10 @@ class Raft:
                 return self._send_snapshot(to, pr)
         elif not allow_empty:
             return False
-        # positional: the compiled Message's keyword parsing costs more than the rest
-        self.msgs.append(Message(MSG_APP, self.id, to, self.term, prev_term, nxt - 1,
-                                 log.committed, False, 0, ents))
+        self.msgs.append(_message(MSG_APP, self.id, to, self.term, prev_term, nxt - 1,
+                                  log.committed, False, 0, ents))
         if not force:
-            pr.sent_entries(len(ents), ents[-1].index if ents else nxt - 1)
+            pr.sent_entries(len(ents), index_of(ents[-1]) if ents else nxt - 1)
         pr.sent_commit = log.committed
         return True
 
@@ -959,8 +998,8 @@ class Raft:
         if term is None:
             return
         committed = self.log.committed
-        self.msgs.append(Message(MSG_APP, self.id, to, self.term, term, idx, committed, False,
-                                 0, []))
+        self.msgs.append(_message(MSG_APP, self.id, to, self.term, term, idx, committed, False,
+                                  0, []))
         pr.sent_commit = committed  # told: the next announcement, not the next Ready
 
     def _bcast_heartbeat(self) -> None:
@@ -1007,15 +1046,16 @@ class Raft:
                 log.applied = rd.snapshot.index
         if rd.entries:
             last = rd.entries[-1]
-            log.stable_to(last.index, last.term)
+            last_index = index_of(last)
+            log.stable_to(last_index, term_of(last))
             if self.role == LEADER and log.unstable_snapshot is None:
-                stable = min(log.offset - 1, last.index)
+                stable = min(log.offset - 1, last_index)
                 if stable > self._match.get(self.id, 0):
                     self._match[self.id] = stable
                     if self._maybe_commit():
                         self._after_commit()
         if rd.committed_entries:
-            log.applied = rd.committed_entries[-1].index
+            log.applied = index_of(rd.committed_entries[-1])
         if rd._held:
             self.msgs[:0] = rd._held
         hs = rd.hard_state

@@ -3,6 +3,9 @@
 
 cimport cython
 
+from .entry cimport index_of, term_of
+from .storage cimport limit_size, take_limited
+
 
 cdef class RaftLog:
     cdef public object storage

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .entry import index_of, term_of
 from .storage import Compacted, Storage, limit_size, take_limited
 from .types import SnapshotMeta
 
@@ -52,7 +53,7 @@ class RaftLog:
         off = self.offset
         if index >= off:
             i = index - off
-            return self.unstable[i].term if i < len(self.unstable) else None
+            return term_of(self.unstable[i]) if i < len(self.unstable) else None
         snap = self.unstable_snapshot
         if snap is not None:
             return snap.term if index == snap.index else None
@@ -96,7 +97,7 @@ class RaftLog:
         """Append entries whose first index is at most last+1, truncating what follows."""
         if not ents:
             return
-        first = ents[0].index
+        first = index_of(ents[0])
         off = self.offset
         if first == off + len(self.unstable):
             self.unstable.extend(ents)
@@ -110,7 +111,7 @@ class RaftLog:
             self.unstable.extend(ents)
         if self.handed >= first:
             self.handed = first - 1
-        self._last = ents[-1].index
+        self._last = index_of(ents[-1])
 
     def find_conflict(self, ents: list[Any]) -> int:
         """Index of the first entry of ``ents`` not in the log (different term or beyond the
@@ -189,7 +190,7 @@ class RaftLog:
         """The runtime made entries up to ``index`` (of ``term``) durable."""
         off = self.offset
         i = index - off
-        if i < 0 or i >= len(self.unstable) or self.unstable[i].term != term:
+        if i < 0 or i >= len(self.unstable) or term_of(self.unstable[i]) != term:
             return
         del self.unstable[:i + 1]
         self.offset = index + 1

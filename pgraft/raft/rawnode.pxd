@@ -9,7 +9,7 @@ from .types cimport Ready
 
 
 cdef class RawNode:
-    cdef public object raft
+    cdef public Raft raft
     cdef public object step
     cdef public object tick
     cdef public object propose
@@ -22,6 +22,6 @@ cdef class RawNode:
 
     @cython.locals(r=Raft, log=RaftLog)
     cpdef bint has_ready(self)
-    @cython.locals(r=Raft, log=RaftLog, must_sync=bint)
+    @cython.locals(r=Raft, log=RaftLog, must_sync=bint, rd=Ready)
     cpdef Ready ready(self)
     cpdef advance(self, Ready rd)

@@ -18,6 +18,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+try:
+    import cython  # compiled: read at compile time (cython.compiled); interpreted: Cython's shadow
+except ImportError:  # interpreted where Cython is not installed (a wheel's pure twins)
+    from . import _nocython as cython  # type: ignore[no-redef]
+
 from .._impl import core
 from ..errors import InvalidArgument
 from .core import Config, Raft
@@ -42,11 +47,12 @@ class RawNode:
     propose: Callable[[bytes], tuple[int, int]]
 
     def __init__(self, cfg: Config, storage: Storage) -> None:
-        self.raft = Raft(cfg, storage)
-        raft = self.raft  # an object, so that its bound methods are taken as Python callables
-        self.step = raft.step
-        self.tick = raft.tick
-        self.propose = raft.propose
+        self.raft = raft = Raft(cfg, storage)
+        # getattr: the bound methods as Python callables. Compiled, ``raft.step`` of the typed
+        # Raft would wrap the C method, whose argument type (Message) Python cannot name.
+        self.step = getattr(raft, "step")  # noqa: B009
+        self.tick = getattr(raft, "tick")  # noqa: B009
+        self.propose = getattr(raft, "propose")  # noqa: B009
         # what the runtime was last told (the last hard and soft state advanced), as plain
         # fields: compared on every Ready
         self._prev_term = raft.term
@@ -170,25 +176,26 @@ class RawNode:
         # a new term or vote must be durable before anything is said; a commit index need not
         must_sync = self._prev_term != r.term or self._prev_vote != r.vote
         if must_sync or self._prev_commit != log.committed:
-            hard_state = HardState(r.term, r.vote, log.committed)
+            # tuple.__new__: HardState's own __new__ is a Python function (a named tuple's)
+            hard_state = tuple.__new__(HardState, (r.term, r.vote, log.committed))
         snapshot = None
         if log.unstable_snapshot is not None and not log.snapshot_handed:
             snapshot = log.unstable_snapshot
             log.snapshot_handed = True
             must_sync = True
-        entries = None
+        entries: list[Any] = []
         if log.handed < log.last_index():
             entries = log.take_unhanded()
             if entries:
                 must_sync = True
         committed = log.next_committed()
-        read_states = None
+        read_states: list[Any] = []
         if r.read_states:
             read_states = r.read_states
             r.read_states = []
         msgs = r.msgs
         r.msgs = []
-        held = None
+        held: list[Any] = []
         if r.msgs_after:
             if must_sync:
                 held = r.msgs_after
@@ -196,8 +203,21 @@ class RawNode:
                 msgs.extend(r.msgs_after)
             r.msgs_after = []
         self._outstanding = True
-        return Ready(soft_state, hard_state, entries, snapshot, committed, msgs, read_states,
-                     must_sync, held)
+        if cython.compiled:  # field by field: the constructor's argument parsing costs more
+            rd = Ready.__new__(Ready)
+            rd.soft_state = soft_state
+            rd.hard_state = hard_state
+            rd.entries = entries
+            rd.snapshot = snapshot
+            rd.committed_entries = committed
+            rd.messages = msgs
+            rd.read_states = read_states
+            rd.must_sync = must_sync
+            rd._held = held
+        else:
+            rd = Ready(soft_state, hard_state, entries, snapshot, committed, msgs, read_states,
+                       must_sync, held)
+        return rd
 
     def advance(self, rd: Ready) -> None:
         """``rd`` is durable and its committed entries applied (see Ready)."""

@@ -3,6 +3,8 @@
 
 cimport cython
 
+from .entry cimport index_of, size_of, term_of
+
 cpdef list limit_size(list ents, long long max_bytes)
 @cython.locals(total="long long", j=Py_ssize_t)
 cpdef list take_limited(list seq, Py_ssize_t start, Py_ssize_t end, long long max_bytes)

@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from .._impl import core
+from .entry import index_of, size_of, term_of
 from .membership import EMPTY
 from .types import HardState, SnapshotMeta
 
@@ -78,7 +79,7 @@ def take_limited(seq: list[Any], start: int, end: int, max_bytes: int) -> list[A
     total = 0
     j = start
     while j < end:
-        total += seq[j].size  # (the record's size: no payload slice per entry)
+        total += size_of(seq[j])  # the record's size: no payload slice per entry
         if total > max_bytes and j > start:
             break
         j += 1
@@ -104,25 +105,25 @@ class MemoryStorage:
         return self._snap
 
     def first_index(self) -> int:
-        return self._ents[0].index + 1
+        return index_of(self._ents[0]) + 1
 
     def last_index(self) -> int:
-        return self._ents[0].index + len(self._ents) - 1
+        return index_of(self._ents[0]) + len(self._ents) - 1
 
     def term(self, index: int) -> int:
-        off = self._ents[0].index
+        off = index_of(self._ents[0])
         if index < off:
             raise Compacted(index)
-        return self._ents[index - off].term
+        return term_of(self._ents[index - off])
 
     def entries(self, lo: int, hi: int, max_bytes: int) -> list[Any]:
-        off = self._ents[0].index
+        off = index_of(self._ents[0])
         if lo <= off:
             raise Compacted(lo)
         return take_limited(self._ents, lo - off, hi - off, max_bytes)
 
     def conf_entries(self, lo: int, hi: int) -> list[Any]:
-        off = self._ents[0].index
+        off = index_of(self._ents[0])
         lo = max(lo, off + 1)
         return [e for e in self._ents[lo - off:hi - off] if e.type == ENTRY_CONF_CHANGE]
 
@@ -130,13 +131,13 @@ class MemoryStorage:
     def append(self, entries: list[Any]) -> None:
         if not entries:
             return
-        off = self._ents[0].index
-        first = entries[0].index
+        off = index_of(self._ents[0])
+        first = index_of(entries[0])
         if first <= off:  # the prefix is already covered by the snapshot
             entries = entries[off + 1 - first:]
             if not entries:
                 return
-            first = entries[0].index
+            first = index_of(entries[0])
         if first > self.last_index() + 1:
             raise ValueError(f"gap in the log: appending {first} after {self.last_index()}")
         del self._ents[first - off:]
@@ -153,7 +154,7 @@ class MemoryStorage:
     def compact(self, index: int, membership: Any) -> None:
         """The application took a snapshot at ``index`` (with the configuration in force
         there): drop the entries it covers."""
-        off = self._ents[0].index
+        off = index_of(self._ents[0])
         if index <= off:
             return
         if index > self.last_index():

@@ -12,7 +12,7 @@ import pgraft
 
 RAFT_DIR = os.path.join(os.path.dirname(pgraft.__file__), "raft")
 # the Raft core's modules compiled from their .py sources (setup.py compiles those with a .pxd)
-RAFT_COMPILED = ("core", "log", "progress", "rawnode", "readonly", "storage", "types")
+RAFT_COMPILED = ("core", "entry", "log", "progress", "rawnode", "readonly", "storage", "types")
 
 
 def test_compiled_extensions_are_built() -> None:
