@@ -14,13 +14,12 @@ A follower is in one of three states:
 
 from __future__ import annotations
 
-from collections import deque
-
 from .types import PROBE, REPLICATE, SNAPSHOT
 
 
 class Progress:
-    __slots__ = ("match", "next", "state", "probe_sent", "probe_last", "inflight", "max_inflight",
+    __slots__ = ("match", "next", "state", "probe_sent", "probe_last", "inflight", "_acked",
+                 "max_inflight",
                  "pending_snapshot", "recent_active", "learner", "caught_up_ticks",
                  "quiet_ticks", "sent_commit", "stalled")
 
@@ -30,7 +29,11 @@ class Progress:
         self.state = PROBE
         self.probe_sent = False
         self.probe_last = 0  # while probe_sent: the last index that probe carried
-        self.inflight: deque[int] = deque()  # last index of each unacknowledged MsgApp
+        # the last index of each MsgApp sent, of which the first ``_acked`` are acknowledged
+        # (a list consumed from the front, not a deque: compiled, a list is read without a
+        # method call, and this runs on every acknowledgement)
+        self.inflight: list[int] = []
+        self._acked = 0
         self.max_inflight = max_inflight
         self.pending_snapshot = 0
         self.recent_active = False
@@ -42,13 +45,18 @@ class Progress:
 
     def __repr__(self) -> str:
         return (f"Progress(match={self.match}, next={self.next}, state={self.state}, "
-                f"inflight={len(self.inflight)})")
+                f"inflight={self.in_flight()})")
 
     def _reset(self, state: str) -> None:
         self.state = state
         self.probe_sent = False
         self.pending_snapshot = 0
         self.inflight.clear()
+        self._acked = 0
+
+    def in_flight(self) -> int:
+        """AppendEntries sent and not acknowledged (replicate state)."""
+        return len(self.inflight) - self._acked
 
     def become_probe(self) -> None:
         if self.state == SNAPSHOT:
@@ -81,7 +89,7 @@ class Progress:
     def is_paused(self) -> bool:
         state = self.state
         if state == REPLICATE:
-            return len(self.inflight) >= self.max_inflight
+            return len(self.inflight) - self._acked >= self.max_inflight
         if state == PROBE:
             return self.probe_sent
         return True
@@ -106,8 +114,20 @@ class Progress:
         if self.next < index + 1:
             self.next = index + 1
         inflight = self.inflight
-        while inflight and inflight[0] <= index:
-            inflight.popleft()
+        k = self._acked
+        n = len(inflight)
+        while k < n:
+            x = inflight[k]
+            if x > index:
+                break
+            k += 1
+        if k == n:
+            inflight.clear()  # all acknowledged: the usual case
+            k = 0
+        elif k >= 64:
+            del inflight[:k]  # drop what was acknowledged, in batches
+            k = 0
+        self._acked = k
         return updated
 
     def maybe_decr_to(self, rejected: int, hint: int) -> bool:

@@ -1,4 +1,4 @@
-"""Progress.maybe_decr_to: which rejections move a follower's next index back."""
+"""Progress: which rejections move a follower's next index back, and the in-flight window."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def test_replicate_ignores_a_rejection_below_the_match_or_beyond_what_it_sent() 
     # beyond the stream: the commit announced after a probe, overtaken by the probe's answer
     assert not pr.maybe_decr_to(7, 3) and not pr.maybe_decr_to(12, 3)
     assert not pr.maybe_decr_to(3, 0)  # below the match: an old one
-    assert (pr.state, pr.next, len(pr.inflight)) == (REPLICATE, 7, 3)
+    assert (pr.state, pr.next, pr.in_flight()) == (REPLICATE, 7, 3)
     assert pr.maybe_decr_to(5, 4)  # one this stream sent: back to after the match
     assert pr.next == 4
 
@@ -34,3 +34,23 @@ def test_probe_takes_only_the_rejection_of_its_own_prev() -> None:
     assert pr.probe_sent
     assert pr.maybe_decr_to(0, 0)  # the probe's own rejection
     assert not pr.probe_sent and pr.next == 1
+
+
+def test_acknowledgements_free_the_window_in_order_and_pausing_follows_it() -> None:
+    pr = _replicating(0, 0)
+    pr.max_inflight = 100
+    for last in range(1, 101):  # 100 AppendEntries of one entry each: the window is full
+        pr.sent_entries(1, last)
+    assert pr.in_flight() == 100 and pr.is_paused()
+    assert pr.maybe_update(70)  # frees 1..70: the acknowledged prefix is dropped (>= 64)
+    assert pr.in_flight() == 30 and not pr.is_paused() and len(pr.inflight) == 30
+    assert not pr.maybe_update(70) and pr.in_flight() == 30  # a duplicate frees nothing
+    assert pr.maybe_update(75)  # frees 71..75, kept in the list until more are freed
+    assert pr.in_flight() == 25 and len(pr.inflight) == 30
+    for last in range(101, 176):
+        pr.sent_entries(1, last)
+    assert pr.in_flight() == 100 and pr.is_paused()
+    assert pr.maybe_update(175)  # everything: the list starts over
+    assert pr.in_flight() == 0 and pr.inflight == []
+    pr.become_probe()
+    assert pr.in_flight() == 0 and pr.next == 176
