@@ -1,7 +1,8 @@
 # cython: language_level=3
-"""C-level API of pgraft._core, for other extensions (pgraft._log) to cimport.
+"""C-level API of pgraft._core, for other extensions (pgraft._log, pgraft.raft) to cimport.
 
     from pgraft._core cimport Entry, make_entry, entry_from_memory
+    from pgraft._core cimport entry_index, entry_term, entry_size, quorum_index  # the Raft core
 
 Entry fields are plain C fields here; from Python they are the properties ``index``, ``term``,
 ``type``, ``data`` and ``record`` (setting index/term/type/data drops the cached record).
@@ -46,7 +47,7 @@ cdef class Message:
 cdef Entry make_entry(uint64_t index, uint64_t term, uint8_t type, object data, object record)
 
 # committed_index(voters, match) of a tuple of voters and a dict of match indexes.
-cdef long long quorum_index(tuple voters, dict match) except -1
+cdef long long quorum_index(tuple voters, dict match) except? -1
 
 # The record that starts at byte ``offset`` of ``view`` (a read-only memoryview whose first byte
 # is at ``base``), with ``avail`` bytes readable from there. Checks length, reserved bytes and,

@@ -598,7 +598,7 @@ def committed_index(voters, match, outgoing=()):
     return out if out < incoming else incoming
 
 
-cdef long long quorum_index(tuple voters, dict match) except -1:
+cdef long long quorum_index(tuple voters, dict match) except? -1:
     """``committed_index(voters, match)`` for compiled callers (the Raft core, which keeps its
     voters as a tuple and their match indexes in a dict): no Python call, no allocation for up
     to 16 voters."""

@@ -1,6 +1,6 @@
 """Check a built pgraft wheel before it is shipped: ``python scripts/check_wheel.py WHEEL...``.
 
-A wheel passes when its platform tag is manylinux, it is at most 1 MB, it holds no generated C
+A wheel passes when its platform tag is manylinux, it is at most 1.5 MB, it holds no generated C
 (nor the Cython sources, which nothing needs at run time), it carries the PostgreSQL extension's
 sources (``pgraft/pg/extension/``, which ``pgraft postgres install`` builds), and its extension
 modules are stripped (no ``.symtab``, no ``.debug*`` sections) and carry no run path of the
@@ -16,7 +16,9 @@ import sys
 import zipfile
 from pathlib import Path
 
-MAX_BYTES = 1_000_000
+# About 1.0 MB today (ten stripped extension modules, the Raft core's eight among them); an
+# unstripped build is several times that, which is what this bound is there to catch.
+MAX_BYTES = 1_500_000
 # Build inputs that must stay out of the wheel (generated C above all).
 SOURCE_SUFFIXES = (".c", ".pyx", ".pxd", ".h")
 # The PostgreSQL extension's sources ship on purpose: `pgraft postgres install` builds them.

@@ -32,6 +32,10 @@ class Compacted(Exception):
 
 
 class Storage(Protocol):
+    """What the core reads of a node's durable log. Entries are the codec's
+    (``pgraft._impl.core.Entry``): the compiled core reads their fields in C and refuses
+    anything else with a TypeError."""
+
     def hard_state(self) -> HardState: ...
 
     def snapshot_meta(self) -> SnapshotMeta: ...

@@ -6,6 +6,8 @@ is not an Entry with a TypeError rather than read memory that is not one."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 import pgraft
@@ -31,11 +33,9 @@ def test_a_changed_field_is_read_back() -> None:
 
 
 @pytest.mark.parametrize("read", [index_of, term_of, size_of])
-def test_what_is_not_an_entry_is_refused(read: object) -> None:
-    assert callable(read)
+def test_what_is_not_an_entry_is_refused(read: Callable[[object], int]) -> None:
+    # compiled: a TypeError before any field is read; interpreted: the attribute is missing
+    expected = TypeError if pgraft.IMPLEMENTATION == "compiled" else (TypeError, AttributeError)
     for bad in (None, 5):
-        with pytest.raises((TypeError, AttributeError)):
+        with pytest.raises(expected):
             read(bad)
-    if pgraft.IMPLEMENTATION == "compiled":
-        with pytest.raises(TypeError):
-            read(None)
