@@ -183,25 +183,28 @@ class RawNode:
             snapshot = log.unstable_snapshot
             log.snapshot_handed = True
             must_sync = True
-        entries: list[Any] = []
-        if log.handed < log.last_index():
-            entries = log.take_unhanded()
-            if entries:
-                must_sync = True
+        # each list is made only where the Ready would be left without one
+        entries: list[Any] = log.take_unhanded() if log.handed < log.last_index() else []
+        if entries:
+            must_sync = True
         committed = log.next_committed()
-        read_states: list[Any] = []
+        read_states: list[Any]
         if r.read_states:
             read_states = r.read_states
             r.read_states = []
+        else:
+            read_states = []
         msgs = r.msgs
         r.msgs = []
-        held: list[Any] = []
-        if r.msgs_after:
-            if must_sync:
-                held = r.msgs_after
-            else:
-                msgs.extend(r.msgs_after)
+        held: list[Any]
+        if r.msgs_after and must_sync:
+            held = r.msgs_after
             r.msgs_after = []
+        else:
+            held = []
+            if r.msgs_after:
+                msgs.extend(r.msgs_after)
+                r.msgs_after = []
         self._outstanding = True
         if cython.compiled:  # field by field: the constructor's argument parsing costs more
             rd = Ready.__new__(Ready)
