@@ -4,7 +4,7 @@ this separate client process, against this machine's own floor measured in the s
     python benchmarks/cluster.py --json benchmarks/results/cluster.json \\
         --markdown benchmarks/results/cluster.md
 
-Measures (issue 4's targets in brackets):
+Measures (the targets in brackets):
 
 - sequential ``append`` of 64 bytes: p50 [<= 0.5 ms], p99 [<= 2 ms];
 - appends/s with 256 in flight on one connection [>= 50,000/s];
@@ -13,7 +13,9 @@ Measures (issue 4's targets in brackets):
   p99 [<= 600 ms] (the killed node is restarted and caught up before the next kill);
 - the floor: ``fdatasync`` of 64 bytes written into already-written space on the file system
   of the data directories (what the log does; appending to a growing file is reported too), and
-  a 64-byte loopback TCP round trip to another process.
+  a 64-byte loopback TCP round trip to another process; floor = the fdatasync p50 + two round
+  trips. Also the floor on one disk: the three nodes' syncs of one commit started at once on
+  this machine's one disk (``floor_commit_on_one_disk``) + two round trips.
 
 ``--quick`` runs every part with tiny counts (to check that the script works).
 """
@@ -30,6 +32,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -149,6 +152,62 @@ def floor_fdatasync_concurrent(directory: str, writers: int = 3,
     out["writers"] = writers
     out["syncs_per_s_each"] = float(np.mean([len(run) / sum(run) for run in runs]))
     out["syncs_per_s_total"] = out["syncs_per_s_each"] * writers
+    return out
+
+
+def floor_commit_on_one_disk(directory: str, count: int, nodes: int = 3) -> dict[str, Any]:
+    """The syncs of one durable commit of a ``nodes``-node cluster whose logs share this one
+    disk (as the benchmarks' clusters do): ``count`` rounds, each starting a pwrite(64 B) +
+    fdatasync into every node's own preallocated file at once (one thread per node: the
+    leader's write and its followers' run in parallel in a real cluster), timed from the first
+    start until the leader's sync and those of a majority's followers are done -- what a
+    commit waits for, without the network. The p50 of the leader's own sync in these rounds is
+    reported too: on a disk that serializes flushes, each sync of three at once takes longer
+    than one alone."""
+    paths = [os.path.join(directory, f"commit-probe-{i}") for i in range(nodes)]
+    fds = [os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600) for path in paths]
+    need = nodes // 2  # followers whose sync the commit waits for, beside the leader's
+    start = threading.Barrier(nodes + 1, timeout=30)
+    finish = threading.Barrier(nodes + 1, timeout=30)
+    started = [0.0] * nodes
+    ended = [0.0] * nodes
+
+    def node(k: int) -> None:
+        fd = fds[k]
+        for i in range(count):
+            start.wait()
+            started[k] = time.perf_counter()
+            os.pwrite(fd, PAYLOAD, i * len(PAYLOAD))
+            os.fdatasync(fd)
+            ended[k] = time.perf_counter()
+            finish.wait()
+
+    commits: list[float] = []
+    leader: list[float] = []
+    threads = [threading.Thread(target=node, args=(k,), daemon=True) for k in range(nodes)]
+    try:
+        for fd in fds:
+            os.write(fd, bytes(len(PAYLOAD) * count + 4096))
+            os.fsync(fd)
+        for t in threads:
+            t.start()
+        for _ in range(count):
+            start.wait()
+            finish.wait()
+            quorum_follower = sorted(ended[1:])[need - 1] if need else ended[0]
+            commits.append(max(ended[0], quorum_follower) - min(started))
+            leader.append(ended[0] - started[0])
+    finally:
+        start.abort()
+        finish.abort()
+        for t in threads:
+            t.join(30)
+        for fd, path in zip(fds, paths, strict=True):
+            os.close(fd)
+            os.unlink(path)
+    out: dict[str, Any] = pcts(commits)
+    out["nodes"] = nodes
+    out["leader_sync_p50"] = pcts(leader)["p50"]
     return out
 
 
@@ -316,6 +375,19 @@ def verdicts(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def floor_ms(floor: dict[str, Any]) -> float:
+    """A client-seen durable commit on three nodes with a disk each: one fdatasync (the
+    leader's and a follower's run in parallel) and two round trips (client -> leader ->
+    follower and back)."""
+    return float(floor["fdatasync_64b_ms"]["p50"] + 2 * floor["loopback_rtt_ms"]["p50"])
+
+
+def floor_one_disk_ms(floor: dict[str, Any]) -> float:
+    """The same on this machine, where the three nodes' logs share one disk: the commit's
+    syncs measured at once (``floor_commit_on_one_disk``) and two round trips."""
+    return float(floor["commit_syncs_one_disk_ms"]["p50"] + 2 * floor["loopback_rtt_ms"]["p50"])
+
+
 def markdown(report: dict[str, Any]) -> str:
     r = report["results"]
     v = report["verdicts"]
@@ -349,9 +421,17 @@ def markdown(report: dict[str, Any]) -> str:
         f"{floor['fdatasync_64b_growing_file_ms']['p99']:.3f} ms |",
         f"| loopback TCP round trip, 64 B | {floor['loopback_rtt_ms']['p50']:.3f} ms | "
         f"{floor['loopback_rtt_ms']['p99']:.3f} ms |",
+        f"| a commit's syncs on this one disk: 3 nodes' write 64 B + fdatasync at once, until "
+        f"the leader's and a follower's are done | "
+        f"{floor['commit_syncs_one_disk_ms']['p50']:.3f} ms | "
+        f"{floor['commit_syncs_one_disk_ms']['p99']:.3f} ms |",
         "",
-        f"append p50 / (fdatasync p50 + round trip p50) = "
+        f"append p50 / floor (fdatasync p50 + 2 x round trip p50 = {floor_ms(floor):.3f} ms) = "
         f"{report['ratios']['append_p50_over_floor']:.2f}",
+        "",
+        f"append p50 / floor on one disk (a commit's syncs p50 + 2 x round trip p50 = "
+        f"{floor_one_disk_ms(floor):.3f} ms) = "
+        f"{report['ratios']['append_p50_over_floor_one_disk']:.2f}",
         "",
         f"{report['machine']['cpus']} CPUs, Python {report['machine']['python']}, "
         f"pgraft {report['machine']['implementation']}"
@@ -392,7 +472,9 @@ def main(argv: list[str] | None = None) -> int:
         results["floor"] = {"fdatasync_64b_ms": floor_fdatasync(base, ns.floor_count),
                             "fdatasync_64b_growing_file_ms": floor_fdatasync_growing(
                                 base, ns.floor_count),
-                            "loopback_rtt_ms": floor_loopback_rtt(ns.floor_count)}
+                            "loopback_rtt_ms": floor_loopback_rtt(ns.floor_count),
+                            "commit_syncs_one_disk_ms": floor_commit_on_one_disk(
+                                base, ns.floor_count)}
 
         with LocalCluster(3, base_dir=os.path.join(base, "steady")) as cluster:
             cluster.start(timeout=60)
@@ -426,7 +508,9 @@ def main(argv: list[str] | None = None) -> int:
                    "payload_bytes": len(PAYLOAD)},
         "results": results,
         "ratios": {"append_p50_over_floor": results["append_latency_ms"]["p50"]
-                   / (floor["fdatasync_64b_ms"]["p50"] + floor["loopback_rtt_ms"]["p50"])},
+                   / floor_ms(floor),
+                   "append_p50_over_floor_one_disk": results["append_latency_ms"]["p50"]
+                   / floor_one_disk_ms(floor)},
     }
     report["verdicts"] = verdicts(results)
     Path(ns.json).parent.mkdir(parents=True, exist_ok=True)

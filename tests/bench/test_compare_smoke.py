@@ -54,9 +54,11 @@ def test_etcd_and_pysyncobj_drivers_and_report(compare, tmp_path: Path) -> None:
         assert "add_member" not in r  # --adds 0: member adds are left to --quick runs
         assert r["failover_ms"]["n"] == 1 and r["failover_ms"]["p50"] > 0
     assert report["floor"]["floor_ms"] > 0
+    assert report["floor"]["floor_one_disk_ms"] > 0
     # Without pgraft no target can be judged; the table says so instead of guessing.
     assert all(v["met"] is None for v in report["verdicts"])
     text = (tmp_path / "compare.md").read_text()
     assert "no fsync" in text and "fsync on" in text and "not measured" in text
+    assert "floor on one disk" in text
     for name in ("compare.latency_cdf.png", "compare.throughput.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
