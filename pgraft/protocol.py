@@ -34,6 +34,16 @@ MAX_FRAME_SIZE = 64 * 1024 * 1024
 #: at once: written in runs of this many, the other side starts on the first while this one
 #: makes the rest (256 appends in flight: about 1.4x the throughput of one write per burst).
 WRITE_BATCH_FRAMES = 32
+#: The asyncio client sends the appends of one event-loop iteration after its first as one
+#: ``append_batch`` request of at most this many payloads (one request to decode, one waiter,
+#: one deadline and one answer on the node for all of them, instead of one of each per append).
+APPEND_BATCH_MAX = 64
+#: Most payloads one ``append_batch`` request may carry (the node refuses more).
+APPEND_BATCH_LIMIT = 1024
+#: The features a node names in its hello answer (``"features"``): a client uses a request
+#: only a node that names it understands (a node of an earlier release names none).
+FEATURE_APPEND_BATCH = "append_batch"
+NODE_FEATURES = (FEATURE_APPEND_BATCH,)
 #: Frame kinds.
 FRAME_RAFT = 1
 FRAME_CONTROL = 2
@@ -48,8 +58,8 @@ HELLO_CHALLENGE = "challenge"
 #: Requests that propose a log entry: one that fails without an answer, or is not committed
 #: in time, has an unknown outcome (the client raises OutcomeUnknown / CommitTimeout, the
 #: node answers CommitTimeout).
-WRITE_OPS = frozenset(("append", "kv_put", "kv_delete", "add_node", "remove_node",
-                       "ha_propose"))
+WRITE_OPS = frozenset(("append", "append_batch", "kv_put", "kv_delete", "add_node",
+                       "remove_node", "ha_propose"))
 
 _HEAD = struct.Struct("<IB")
 # Not thread-safe in general, but ``pack`` runs as one C call under the GIL (no ``default=``

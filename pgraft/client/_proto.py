@@ -97,12 +97,14 @@ class Send(Event):
 
 
 class Ready(Event):
-    """The handshake is done: requests may be sent."""
+    """The handshake is done: requests may be sent. ``features``: what the node named in its
+    hello answer (``pgraft.protocol.NODE_FEATURES``; none from a node of an earlier release)."""
 
-    __slots__ = ("node_id",)
+    __slots__ = ("node_id", "features")
 
-    def __init__(self, node_id: int | None) -> None:
+    def __init__(self, node_id: int | None, features: frozenset[str] = frozenset()) -> None:
         self.node_id = node_id
+        self.features = features
 
 
 class Reply(Event):
@@ -159,6 +161,8 @@ class ClientProtocol:
         self._failure: Callable[[], PgraftError] | None = None
         self.node_id: int | None = None
         """Id of the node (from its hello answer)."""
+        self.features: frozenset[str] = frozenset()
+        """The features the node named in its hello answer."""
 
     # ------------------------------------------------------------------ state
     @property
@@ -299,8 +303,11 @@ class ClientProtocol:
             return
         node_id = obj.get("node_id")
         self.node_id = node_id if node_id.__class__ is int else None
+        named = obj.get("features")
+        if isinstance(named, list):
+            self.features = frozenset(f for f in named if isinstance(f, str))
         self._state = _READY
-        events.append(Ready(self.node_id))
+        events.append(Ready(self.node_id, self.features))
 
     def _on_response(self, obj: Any, events: list[Event]) -> None:
         rid: Any = obj.get("id") if obj.__class__ is dict else None

@@ -23,11 +23,12 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
-from ..checks import check_timeout
+from ..checks import check_data, check_timeout
 from ..deadlines import DeadlineWheel
 from ..errors import ConnectionFailed, PgraftError
-from ..protocol import WRITE_BATCH_FRAMES
+from ..protocol import APPEND_BATCH_MAX, FEATURE_APPEND_BATCH, WRITE_BATCH_FRAMES
 from . import _ops
+from ._appendbatch import GATHER_PAYLOAD_MAX, BatchWaiter
 from ._nodeinfo import NodeInfo
 from ._proto import ClientProtocol, Closed, Event, Failed, Ready, Reply, Send, wait_limit
 from ._target import (
@@ -98,8 +99,12 @@ class AsyncClient:
         self._proto = ClientProtocol(self._display,
                                      secret=security.secret if security is not None else None)
         self._ready: asyncio.Future[None] = self._loop.create_future()
-        self._waiters: dict[int, asyncio.Future[Any]] = {}
+        self._waiters: dict[int, asyncio.Future[Any] | BatchWaiter] = {}
         self._batch: list[bytes] | None = None
+        # Appends gathered after the first request of this event-loop iteration, and whether
+        # the node takes them as one append_batch request (pgraft.client._appendbatch).
+        self._gathered: list[tuple[bytes, asyncio.Future[Any]]] | None = None
+        self._batching = False
         # Calls are expired by one timer (a timer per call costs more than the rest of a
         # pipelined call); answered calls are skipped (_expire).
         self._deadlines: DeadlineWheel[tuple[int, float]] = DeadlineWheel(
@@ -121,7 +126,9 @@ class AsyncClient:
     @property
     def in_flight(self) -> int:
         """Number of calls waiting for their answer."""
-        return len(self._waiters)
+        gathered = sum(len(w.futures) - 1 for w in self._waiters.values()
+                       if type(w) is BatchWaiter)
+        return len(self._waiters) + gathered + len(self._gathered or ())
 
     async def _open(self, timeout: float) -> None:
         try:
@@ -206,6 +213,7 @@ class AsyncClient:
                 self._write(event.data)
             elif type(event) is Ready:
                 self.node_id = event.node_id
+                self._batching = FEATURE_APPEND_BATCH in event.features
                 if not self._ready.done():
                     self._ready.set_result(None)
             elif type(event) is Closed:
@@ -213,6 +221,13 @@ class AsyncClient:
 
     def _on_closed(self, error: PgraftError) -> None:
         self._deadlines.close()
+        gathered, self._gathered = self._gathered, None
+        for _, fut in gathered or ():
+            if not fut.done():  # not sent: nothing was changed
+                fut.set_exception(ConnectionFailed(
+                    f"append: the connection to node {self.target} closed before the request "
+                    f"was sent ({error.message}); nothing was changed",
+                    hint="connect again (pgraft.connect) and retry"))
         if not self._ready.done():
             self._ready.set_exception(error)
             self._ready.exception()  # whoever awaits it still gets it; nobody else must
@@ -262,9 +277,48 @@ class AsyncClient:
                 transport.writelines(batch)
 
     def _flush_batch(self) -> None:
+        if self._gathered:
+            self._send_gathered()
         batch, self._batch = self._batch, None
         if batch and self._transport is not None:
             self._transport.writelines(batch)
+
+    def _gather(self, data: bytes) -> asyncio.Future[Any]:
+        """An append made after the first request of this iteration: wait for the batch."""
+        if self._transport is None:
+            raise self._proto.failure() or ConnectionFailed(
+                f"the connection to node {self.target} is closed")
+        fut: asyncio.Future[Any] = self._loop.create_future()
+        gathered = self._gathered
+        if gathered is None:
+            gathered = self._gathered = []
+        gathered.append((data, fut))
+        if len(gathered) >= APPEND_BATCH_MAX:
+            self._send_gathered()
+        return fut
+
+    def _send_gathered(self) -> None:
+        """Send the gathered appends (those whose callers still wait) as one append_batch."""
+        gathered, self._gathered = self._gathered, None
+        live = [(data, fut) for data, fut in gathered or () if not fut.done()]
+        if not live:
+            return
+        futures = [fut for _, fut in live]
+        waiter = BatchWaiter(futures, self._display)
+        try:
+            rid, frame = self._proto.send_request(
+                "append_batch", {"data": [data for data, _ in live]}, self._timeout)
+        except PgraftError as exc:  # closed, or over the frame limit: nothing was sent
+            waiter.set_exception(exc)
+            return
+        self._waiters[rid] = waiter
+        self._deadlines.add((rid, self._timeout), self._wait)
+        try:
+            self._send(frame)
+        except PgraftError as exc:  # the transport is gone: nothing was sent
+            del self._waiters[rid]
+            self._proto.forget(rid)
+            waiter.set_exception(exc)
 
     async def _call(self, call: _ops.Call, timeout: float | None) -> Any:
         if timeout is None:
@@ -294,7 +348,13 @@ class AsyncClient:
         """Append ``data`` to the replicated log; return its index once committed and applied.
 
         Raises NotLeaderError on a follower, PayloadTooLarge past the node's limit.
+        Concurrent appends with the default timeout travel together (``append_batch``, see
+        pgraft.client._appendbatch); each still gets its own index or error.
         """
+        if timeout is None and self._batch is not None and self._batching:
+            data = check_data(data)
+            if len(data) <= GATHER_PAYLOAD_MAX:
+                return await self._gather(data)  # type: ignore[no-any-return]
         return await self._call(_ops.append(data), timeout)
 
     async def get_entry(self, index: int, *,

@@ -36,6 +36,7 @@ from ..errors import (
 )
 from ..protocol import (
     MAX_FRAME_SIZE,
+    NODE_FEATURES,
     PROTOCOL_VERSION,
     WRITE_BATCH_FRAMES,
     encode_control,
@@ -366,7 +367,8 @@ class _Inbound(asyncio.Protocol):
         self._client = ClientConnection(transport, owner.loop)
         owner.metrics.client_connections += 1
         transport.write(encode_control(
-            {"hello": "ok", "node_id": owner.node_id, "version": PROTOCOL_VERSION}))
+            {"hello": "ok", "node_id": owner.node_id, "version": PROTOCOL_VERSION,
+             "features": list(NODE_FEATURES)}))
 
     async def _admit_when_recorded(self, gate: PeerGate, item: dict[str, Any]) -> None:
         owner = self._owner

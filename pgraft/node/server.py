@@ -8,8 +8,10 @@ leader, may this membership change be proposed) are the Raft core's, reached thr
 :func:`entry`) read the node and its collaborators and shape what ``status``, ``log_stats``
 and ``get_entry`` answer.
 
-The hot ops (``append``, ``kv_put``, ``kv_delete``) take no coroutine: the proposal future gets
-a done-callback that writes the response, and one timer enforces the request's timeout.
+The hot ops (``append``, ``append_batch``, ``kv_put``, ``kv_delete``) take no coroutine: the
+proposal's waiter is a reply object (:class:`_Reply`, :class:`pgraft.node.batchreply.BatchReply`)
+that writes the response when the node resolves it, and one timer sweep enforces the requests'
+timeouts.
 """
 
 from __future__ import annotations
@@ -42,8 +44,9 @@ from ..errors import (
     Timeout,
 )
 from ..ha.records import redacted as redacted_ha_command
-from ..protocol import WRITE_OPS
+from ..protocol import APPEND_BATCH_LIMIT, WRITE_OPS
 from ..state import describe_entry_data
+from .batchreply import BatchReply, Slot
 from .config import endpoint
 from .listener import ClientConnection
 from .node import Node
@@ -103,12 +106,16 @@ class _Reply:
             self.server._error(self.conn, self.rid, PgraftError(f"internal error: {exc}"))
 
 
-def _expire_reply(reply: _Reply) -> None:
-    if not reply.finished:
-        # The proposal stays in the log machinery and may still commit: the caller is told
-        # that the outcome is unknown (the node ignores a done waiter when it applies).
-        reply.set_exception(CommitTimeout(f"no commit within {reply.timeout:g}s; the entry is "
-                                          "in the log and may still commit"))
+    def expire(self) -> None:
+        if not self.finished:
+            # The proposal stays in the log machinery and may still commit: the caller is told
+            # that the outcome is unknown (the node ignores a done waiter when it applies).
+            self.set_exception(CommitTimeout(f"no commit within {self.timeout:g}s; the entry "
+                                             "is in the log and may still commit"))
+
+
+def _expire_reply(reply: _Reply | BatchReply) -> None:
+    reply.expire()
 
 
 class Server:
@@ -120,7 +127,7 @@ class Server:
         self.loop = node.loop
         #: Requests one connection may have in flight (README: Security).
         self.max_inflight = node.config.security.max_client_inflight
-        self._deadlines: DeadlineWheel[_Reply] = DeadlineWheel(
+        self._deadlines: DeadlineWheel[_Reply | BatchReply] = DeadlineWheel(
             self.loop, DEADLINE_RESOLUTION, _expire_reply)
         self._slow: dict[str, Callable[[dict[str, Any], float], Awaitable[Any]]] = {
             "add_node": self._add_node,
@@ -176,6 +183,9 @@ class Server:
                 conn.inflight += 1
                 self._watch(reply)
                 return
+            if op == "append_batch":
+                self._append_batch(conn, rid, args.get("data"), timeout)
+                return
             if not isinstance(op, str):
                 raise InvalidArgument(f"op must be a string, got {op!r}")
             if op == "kv_put":
@@ -223,6 +233,41 @@ class Server:
     def _error(self, conn: ClientConnection, rid: Any, exc: PgraftError) -> None:
         self.node.metrics.client_errors += 1
         conn.send({"id": rid, "ok": False, "error": exc.to_wire()})
+
+    def _append_batch(self, conn: ClientConnection, rid: int, payloads: Any,
+                      timeout: float) -> None:
+        """Propose every payload as its own entry; one answer lists each one's index or error
+        (see pgraft.node.batchreply). Bad arguments refuse the whole request, proposing
+        nothing; a payload that cannot be proposed (too large, not bytes, not the leader)
+        fails alone, in its place in the answer."""
+        if payloads.__class__ is not list or not payloads:
+            raise InvalidArgument(f"append_batch: data must be a non-empty list of payloads "
+                                  f"(bytes), got {type(payloads).__name__}")
+        node = self.node
+        if not node.is_leader:  # every payload would fail alike: one answer says it
+            raise node.not_leader("append")
+        count = len(payloads)
+        if count > APPEND_BATCH_LIMIT:
+            raise InvalidArgument(f"append_batch of {count} payloads is over the limit of "
+                                  f"{APPEND_BATCH_LIMIT}", hint="send smaller batches")
+        if conn.inflight + count > self.max_inflight:
+            raise Overloaded(f"this connection has {conn.inflight} requests in flight; "
+                             f"{count} more are over the limit of {self.max_inflight}",
+                             hint="wait for answers before sending more, or use more "
+                                  "connections")
+        batch = BatchReply(conn, rid, timeout, count, node.metrics)
+        conn.inflight += count
+        propose = node.propose_append
+        for i, data in enumerate(payloads):
+            slot = Slot(batch, i)
+            try:
+                if data.__class__ is not bytes:
+                    data = check_data(data)
+                propose(data, slot)
+            except PgraftError as exc:
+                slot.set_exception(exc)
+        if not batch.finished:
+            self._deadlines.add(batch, timeout)
 
     def _watch(self, reply: _Reply) -> None:
         """Answer Timeout if ``reply`` is not answered within its timeout."""

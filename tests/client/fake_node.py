@@ -81,6 +81,9 @@ class FakeNode:
         #: Serve TCP over TLS with this server-side ssl.SSLContext.
         self.ssl = ssl
         self.hello_reply: dict[str, Any] | None = None
+        #: The features the hello answer names (none by default: a node of an earlier
+        #: release); ["append_batch"] makes the asyncio client gather concurrent appends.
+        self.features: list[str] = []
         self.hello_raw: bytes | None = None
         self.requests: list[tuple[str, dict[str, Any]]] = []
         #: Ops answered, in the order the answers were written.
@@ -93,7 +96,8 @@ class FakeNode:
         self.log: list[bytes] = []
         self.kv: dict[str, str] = {}
         self.handlers: dict[str, Handler] = {
-            "append": self._append, "add_node": self._add_node,
+            "append": self._append, "append_batch": self._append_batch,
+            "add_node": self._add_node,
             "remove_node": self._remove_node, "get_nodes": self._get_nodes,
             "get_leader": self._get_leader, "get_term": self._get_term,
             "is_leader": self._is_leader, "status": self._status, "kv_put": self._kv_put,
@@ -217,8 +221,11 @@ class FakeNode:
                         if self.hello_raw is not None:
                             writer.write(self.hello_raw)
                             continue
-                        conn.send(self.hello_reply or {"hello": "ok", "node_id": self.node_id,
-                                                       "version": 1})
+                        hello: dict[str, Any] = {"hello": "ok", "node_id": self.node_id,
+                                                 "version": 1}
+                        if self.features:
+                            hello["features"] = self.features
+                        conn.send(self.hello_reply or hello)
                         if (self.hello_reply or {}).get("hello") == "error":
                             await writer.drain()
                             return
@@ -270,6 +277,11 @@ class FakeNode:
         self._check_leader()
         self.log.append(args["data"])
         return len(self.log)
+
+    async def _append_batch(self, args: dict[str, Any], conn: Conn) -> list[int]:
+        self._check_leader()
+        self.log.extend(args["data"])
+        return list(range(len(self.log) - len(args["data"]) + 1, len(self.log) + 1))
 
     async def _add_node(self, args: dict[str, Any], conn: Conn) -> bool:
         self._check_leader()
