@@ -40,7 +40,7 @@ import concurrent.futures
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from .._impl import core
@@ -563,20 +563,26 @@ class Node:
                               node_id=self.node_id, leader_id=lead,
                               leader_address=self.address_of(lead))
 
-    def _propose(self, data: bytes, what: str, waiter: Waiter | None = None) -> Any:
-        raw = self.raw
+    def _check_proposable(self, what: str, count: int) -> None:
+        """Raise why ``count`` proposals cannot be taken now (none is taken then)."""
         if not self._running:
             raise Unavailable(f"node {self.node_id} is not running")
         # The core's role read directly (RawNode.role is a property: a Python call per write).
-        if self.role != LEADER or raw.raft.role != LEADER:
+        if self.role != LEADER or self.raw.raft.role != LEADER:
             raise self.not_leader(what)
         if self._disk_full is not None:
             raise self._storage_full(what)
+        waiting = len(self._pending)
+        if waiting + count > self.config.max_pending_proposals:
+            self.metrics.proposals_dropped += count
+            raise Overloaded(f"{waiting} proposals are waiting to commit" if count == 1 else
+                             f"{waiting} proposals are waiting to commit; {count} more are "
+                             f"over the limit of {self.config.max_pending_proposals}")
+
+    def _propose(self, data: bytes, what: str, waiter: Waiter | None = None) -> Any:
+        self._check_proposable(what, 1)
         pending = self._pending
-        if len(pending) >= self.config.max_pending_proposals:
-            self.metrics.proposals_dropped += 1
-            raise Overloaded(f"{len(pending)} proposals are waiting to commit")
-        index, term = raw.propose(data)
+        index, term = self.raw.propose(data)
         if waiter is None:
             waiter = self.loop.create_future()
         # Proposals.add, inlined (the hot path)
@@ -601,6 +607,33 @@ class Node:
                                   f"{self.config.max_payload} bytes",
                                   hint="split the data into smaller entries")
         return self._propose(APPEND_PREFIX + payload, "append", waiter)  # encode_append
+
+    def propose_appends(self, payloads: list[bytes], waiters: Sequence[Waiter]) -> None:
+        """Append every payload, in order, in one step of the core; ``waiters[i]`` gets
+        payload ``i``'s index once committed and applied. All or none: raises as
+        :meth:`propose_append` does (PayloadTooLarge for any payload over the limit),
+        proposing nothing."""
+        limit = self.config.max_payload
+        for payload in payloads:
+            if len(payload) > limit:
+                raise PayloadTooLarge(f"payload of {len(payload)} bytes is over the limit of "
+                                      f"{limit} bytes", hint="split the data into smaller "
+                                                             "entries")
+        self._check_proposable("append", len(payloads))
+        first, term = self.raw.propose_many([APPEND_PREFIX + p for p in payloads])
+        pending = self._pending
+        started = time.perf_counter()
+        index = first
+        for waiter in waiters:
+            if index in pending:
+                self._proposals.fail_overwritten(index, pending[index])
+            pending[index] = Pending(term, waiter, started)
+            index += 1
+        self.metrics.proposals += len(payloads)
+        if self._wake is not None:
+            self.kick()
+        else:
+            self._kicked = True
 
     def propose_kv_put(self, key: str, value: str, waiter: Waiter | None = None) -> Any:
         data = encode_kv_put(key, value)

@@ -39,6 +39,7 @@ from ..errors import (
     HaNotEnabled,
     InvalidArgument,
     Overloaded,
+    PayloadTooLarge,
     PgraftError,
     ProtocolError,
     Timeout,
@@ -257,15 +258,29 @@ class Server:
                                   "connections")
         batch = BatchReply(conn, rid, timeout, count, node.metrics)
         conn.inflight += count
-        propose = node.propose_append
+        limit = node.config.max_payload
+        accepted: list[bytes] = []
+        slots: list[Slot] = []
         for i, data in enumerate(payloads):
             slot = Slot(batch, i)
             try:
                 if data.__class__ is not bytes:
                     data = check_data(data)
-                propose(data, slot)
+                if len(data) > limit:
+                    raise PayloadTooLarge(f"payload of {len(data)} bytes is over the limit of "
+                                          f"{limit} bytes", hint="split the data into "
+                                                                 "smaller entries")
             except PgraftError as exc:
                 slot.set_exception(exc)
+                continue
+            accepted.append(data)
+            slots.append(slot)
+        if accepted:
+            try:
+                node.propose_appends(accepted, slots)  # one step of the core for all
+            except PgraftError as exc:
+                for slot in slots:
+                    slot.set_exception(exc)
         if not batch.finished:
             self._deadlines.add(batch, timeout)
 

@@ -60,6 +60,9 @@ cdef class Raft:
     cpdef bint _committed_in_term(self)
     @cython.locals(log=RaftLog, index="long long", e=CEntry)
     cpdef tuple propose(self, object data)
+    @cython.locals(log=RaftLog, count=Py_ssize_t, first="long long", index="long long",
+                   term="long long", entries=list, e=CEntry)
+    cpdef tuple propose_many(self, list datas)
     @cython.locals(mtype=int)
     cpdef step(self, CMessage m)
     @cython.locals(ents=list, term="unsigned long long")

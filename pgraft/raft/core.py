@@ -345,6 +345,36 @@ class Raft:
         self._bcast_pending = True
         return index, self.term
 
+    def propose_many(self, datas: list[bytes]) -> tuple[int, int]:
+        """Append every payload of ``datas`` (a non-empty list) as normal entries on the
+        leader, in order, in one step; (index of the first, term). All or none: raises as
+        :meth:`propose` does, and Overloaded when they do not all fit under the uncommitted
+        limit, appending nothing."""
+        self._check_can_propose("append")
+        log = self.log
+        count = len(datas)
+        if count > self._max_uncommitted - (log.last_index() - log.committed):
+            raise Overloaded(f"{count} entries do not fit under the limit of "
+                             f"{self._max_uncommitted} entries waiting to commit")
+        for data in datas:
+            if len(data) + RECORD_HEADER_SIZE > self._max_msg_bytes:
+                raise PayloadTooLarge(f"entry of {len(data)} bytes is larger than the message "
+                                      f"limit of {self._max_msg_bytes} bytes")
+        first = log.last_index() + 1
+        term = self.term
+        index = first
+        entries = []
+        for data in datas:
+            if cython.compiled:  # as in propose
+                e = make_entry(index, term, ENTRY_NORMAL, data, None)  # type: ignore[name-defined]  # noqa: F821
+            else:
+                e = Entry(index, term, ENTRY_NORMAL, data)
+            entries.append(e)
+            index += 1
+        log.append(entries)
+        self._bcast_pending = True
+        return first, term
+
     def _check_can_propose(self, what: str) -> None:
         if self.role != LEADER:
             raise self._not_leader(what)

@@ -13,6 +13,7 @@ cdef class RawNode:
     cdef public object step
     cdef public object tick
     cdef public object propose
+    cdef public object propose_many
     cdef public long long _prev_term
     cdef public long long _prev_vote
     cdef public long long _prev_commit

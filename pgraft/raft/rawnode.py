@@ -40,11 +40,13 @@ class RawNode:
 
     ``step(m)``: process one message from a peer. ``tick()``: one tick of the logical clock.
     ``propose(data)``: append ``data`` as a normal entry on the leader; returns its (index,
-    term). All three are :class:`~pgraft.raft.core.Raft`'s methods, bound here."""
+    term). ``propose_many(datas)``: append many, in order, in one step; returns the first's
+    (index, term). All four are :class:`~pgraft.raft.core.Raft`'s methods, bound here."""
 
     step: Callable[[Any], None]
     tick: Callable[[], None]
     propose: Callable[[bytes], tuple[int, int]]
+    propose_many: Callable[[list[bytes]], tuple[int, int]]
 
     def __init__(self, cfg: Config, storage: Storage) -> None:
         self.raft = raft = Raft(cfg, storage)
@@ -53,6 +55,7 @@ class RawNode:
         self.step = getattr(raft, "step")  # noqa: B009
         self.tick = getattr(raft, "tick")  # noqa: B009
         self.propose = getattr(raft, "propose")  # noqa: B009
+        self.propose_many = getattr(raft, "propose_many")  # noqa: B009
         # what the runtime was last told (the last hard and soft state advanced), as plain
         # fields: compared on every Ready
         self._prev_term = raft.term

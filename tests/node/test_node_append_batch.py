@@ -137,3 +137,24 @@ def test_a_batch_answers_once_when_its_last_slot_settles_or_its_timeout_passes()
     assert "0.5s" in results[1]["message"] and metrics.client_errors == 2
     Slot(batch, 1).set_result(6)  # a late commit after the timeout's answer: ignored
     assert len(conn.sent) == 1
+
+
+def test_a_batch_over_the_pending_limit_is_refused_whole(tmpdir_short: str) -> None:
+    async def scenario() -> None:
+        c = Cluster(tmpdir_short, 1, max_pending_proposals=8)
+        try:
+            await c.start_all()
+            lead = await c.wait_leader()
+            rc = await RawClient.open(lead.port)
+            before = (await rc.call("log_stats", {}))["result"]["last_index"]
+            answer = await rc.call("append_batch", {"data": [b"x"] * 9, "timeout": 5.0})
+            assert answer["ok"] is True, answer
+            assert [r["code"] for r in answer["result"]] == ["overloaded"] * 9
+            assert "over the limit of 8" in answer["result"][0]["message"]
+            assert (await rc.call("log_stats", {}))["result"]["last_index"] == before
+            answer = await rc.call("append_batch", {"data": [b"x"] * 8})
+            assert answer["result"] == list(range(before + 1, before + 9))
+            await rc.close()
+        finally:
+            await c.stop_all()
+    run(scenario())

@@ -38,7 +38,8 @@ def test_raft_tests_pass_on_the_other_implementation() -> None:
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
          "tests/raft/test_interaction.py", "tests/raft/test_bad_messages.py",
-         "tests/raft/test_simulation.py"],
+         "tests/raft/test_simulation.py", "tests/raft/test_commit_quorum.py",
+         "tests/raft/test_propose_many.py"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
     passed = re.search(r"(\d+) passed", run.stdout)
