@@ -197,9 +197,13 @@ def floor_commit_on_one_disk(directory: str, count: int, nodes: int = 3) -> dict
             quorum_follower = sorted(ended[1:])[need - 1] if need else ended[0]
             commits.append(max(ended[0], quorum_follower) - min(started))
             leader.append(ended[0] - started[0])
-    finally:
+    except BaseException:
+        # release the threads waiting at a barrier (only then: aborting a barrier the threads
+        # are still leaving would fail their last wait)
         start.abort()
         finish.abort()
+        raise
+    finally:
         for t in threads:
             t.join(30)
         for fd, path in zip(fds, paths, strict=True):

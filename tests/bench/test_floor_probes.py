@@ -4,6 +4,7 @@ against: what they time, and that they leave nothing behind."""
 from __future__ import annotations
 
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,18 @@ def test_a_lone_node_commits_when_its_own_sync_is_done(cluster_bench, tmp_path: 
     r = cluster_bench.floor_commit_on_one_disk(str(tmp_path), 20, nodes=1)
     assert r["nodes"] == 1 and r["p50"] == r["leader_sync_p50"]
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fdatasync: Linux only")
+def test_the_probes_threads_end_cleanly(cluster_bench, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The probe once aborted its barriers while its threads were still leaving the last
+    # round's wait: they died with BrokenBarrierError (printed into the comparison's log).
+    died: list[type[BaseException]] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: died.append(args.exc_type))
+    for _ in range(10):
+        cluster_bench.floor_commit_on_one_disk(str(tmp_path), 20)
+    assert died == []
 
 
 def test_the_floors_add_two_round_trips(cluster_bench) -> None:
