@@ -17,6 +17,12 @@ from typing import Any, Protocol
 from ..errors import CommitTimeout, PgraftError
 
 
+def commit_timeout(timeout: float) -> CommitTimeout:
+    """The error of a write not applied within its request's ``timeout``."""
+    return CommitTimeout(f"no commit within {timeout:g}s; the entry is in the log and may "
+                         "still commit")
+
+
 class Answers(Protocol):
     """Where a batch's answer goes: a client connection
     (:class:`pgraft.node.listener.ClientConnection`)."""
@@ -67,8 +73,7 @@ class BatchReply:
         entries are in the log and may still commit)."""
         if self.finished:
             return
-        error = CommitTimeout(f"no commit within {self.timeout:g}s; the entry is in the log "
-                              "and may still commit").to_wire()
+        error = commit_timeout(self.timeout).to_wire()
         results = self.results
         for i, r in enumerate(results):
             if r is None:

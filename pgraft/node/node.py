@@ -602,23 +602,23 @@ class Node:
         ``waiter`` replaces the future: any object with ``done()``, ``set_result(value)`` and
         ``set_exception(exc)`` (the client server answers through one, with no future, callback
         or loop iteration per request)."""
+        self.check_payload(payload)
+        return self._propose(APPEND_PREFIX + payload, "append", waiter)  # encode_append
+
+    def check_payload(self, payload: bytes) -> None:
+        """Raise PayloadTooLarge for an append's payload over the node's limit."""
         if len(payload) > self.config.max_payload:
             raise PayloadTooLarge(f"payload of {len(payload)} bytes is over the limit of "
                                   f"{self.config.max_payload} bytes",
                                   hint="split the data into smaller entries")
-        return self._propose(APPEND_PREFIX + payload, "append", waiter)  # encode_append
 
     def propose_appends(self, payloads: list[bytes], waiters: Sequence[Waiter]) -> None:
         """Append every payload, in order, in one step of the core; ``waiters[i]`` gets
         payload ``i``'s index once committed and applied. All or none: raises as
         :meth:`propose_append` does (PayloadTooLarge for any payload over the limit),
         proposing nothing."""
-        limit = self.config.max_payload
         for payload in payloads:
-            if len(payload) > limit:
-                raise PayloadTooLarge(f"payload of {len(payload)} bytes is over the limit of "
-                                      f"{limit} bytes", hint="split the data into smaller "
-                                                             "entries")
+            self.check_payload(payload)
         self._check_proposable("append", len(payloads))
         first, term = self.raw.propose_many([APPEND_PREFIX + p for p in payloads])
         pending = self._pending

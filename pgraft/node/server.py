@@ -39,7 +39,6 @@ from ..errors import (
     HaNotEnabled,
     InvalidArgument,
     Overloaded,
-    PayloadTooLarge,
     PgraftError,
     ProtocolError,
     Timeout,
@@ -47,7 +46,7 @@ from ..errors import (
 from ..ha.records import redacted as redacted_ha_command
 from ..protocol import APPEND_BATCH_LIMIT, WRITE_OPS
 from ..state import describe_entry_data
-from .batchreply import BatchReply, Slot
+from .batchreply import BatchReply, Slot, commit_timeout
 from .config import endpoint
 from .listener import ClientConnection
 from .node import Node
@@ -111,8 +110,7 @@ class _Reply:
         if not self.finished:
             # The proposal stays in the log machinery and may still commit: the caller is told
             # that the outcome is unknown (the node ignores a done waiter when it applies).
-            self.set_exception(CommitTimeout(f"no commit within {self.timeout:g}s; the entry "
-                                             "is in the log and may still commit"))
+            self.set_exception(commit_timeout(self.timeout))
 
 
 def _expire_reply(reply: _Reply | BatchReply) -> None:
@@ -258,7 +256,6 @@ class Server:
                                   "connections")
         batch = BatchReply(conn, rid, timeout, count, node.metrics)
         conn.inflight += count
-        limit = node.config.max_payload
         accepted: list[bytes] = []
         slots: list[Slot] = []
         for i, data in enumerate(payloads):
@@ -266,10 +263,7 @@ class Server:
             try:
                 if data.__class__ is not bytes:
                     data = check_data(data)
-                if len(data) > limit:
-                    raise PayloadTooLarge(f"payload of {len(data)} bytes is over the limit of "
-                                          f"{limit} bytes", hint="split the data into "
-                                                                 "smaller entries")
+                node.check_payload(data)
             except PgraftError as exc:
                 slot.set_exception(exc)
                 continue
